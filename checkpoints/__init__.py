@@ -1,0 +1,10 @@
+"""Checkpoints: resume (DCP), publication schedule, published revisions, loading.
+
+`from checkpoints import load`; `load("runs/quickstart/checkpoints/step256")` returns
+our `GPT` with that revision's weights.
+"""
+
+from checkpoints.load import load, verify_revision
+from checkpoints.schedule import publish_steps
+
+__all__ = ["load", "publish_steps", "verify_revision"]

@@ -1,0 +1,118 @@
+"""Resume checkpoints: sharded `torch.distributed.checkpoint` folders for exact restarts.
+
+Layout: `resume/step-XXXXXXXX/` holds the DCP shards (model, optimizer, RNG states) and
+`trainer.json` (step, tokens and other plain values, kept out of DCP so that nothing is
+ever unpickled). A checkpoint is written to `step-XXXXXXXX.tmp/`, renamed into place,
+and only then is `resume/latest` (a one-line text file naming the folder) replaced
+atomically; a crash at any point leaves the previous checkpoint as `latest`. Old
+checkpoints beyond `keep` are pruned after the new one is in place.
+
+DCP works in one process as well as under torchrun, and `get_state_dict` /
+`set_state_dict` understand FSDP-sharded modules, so the same code serves both.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from checkpoints.files import write_json_atomic
+
+LATEST = "latest"
+
+
+def _rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    # Only the CPU generator: the model has no dropout and the data order is seeded, so
+    # this is for user code that draws random numbers; CUDA state is device-specific.
+    return {"cpu": torch.get_rng_state()}
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():  # DCP warns when used without a process group
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+        return fn(*args, **kwargs)
+
+
+def save_resume(
+    resume_dir: str | Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write the resume checkpoint for `step`; returns its folder."""
+    resume_dir = Path(resume_dir)
+    final = resume_dir / f"step-{step:08d}"
+    tmp = resume_dir / f"step-{step:08d}.tmp"
+    if _rank0():
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    _barrier()
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd, "rng": _rng_state()}
+    _quiet(dcp.save, state, checkpoint_id=str(tmp))
+    if _rank0():
+        write_json_atomic(tmp / "trainer.json", {"step": step, **trainer_state})
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        (resume_dir / f".{LATEST}.tmp").write_text(final.name + "\n")
+        (resume_dir / f".{LATEST}.tmp").replace(resume_dir / LATEST)
+        prune(resume_dir, keep)
+    _barrier()
+    return final
+
+
+def prune(resume_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints (and stale temp folders)."""
+    latest = latest_resume(resume_dir)
+    done = sorted(p for p in resume_dir.glob("step-*") if not p.name.endswith(".tmp"))
+    for old in done[:-keep]:
+        if old != latest:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in resume_dir.glob("step-*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def latest_resume(resume_dir: str | Path) -> Path | None:
+    """The folder named by `resume/latest`, or None when there is no checkpoint yet."""
+    pointer = Path(resume_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    path = Path(resume_dir) / name
+    if "/" in name or ".." in name or not (path / "trainer.json").is_file():
+        raise ValueError(f"{pointer}: names {name!r}, which is not a complete checkpoint")
+    return path
+
+
+def load_resume(
+    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore model, optimizer and RNG state in place; returns the trainer state."""
+    path = Path(path)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd, "rng": _rng_state()}
+    _quiet(dcp.load, state, checkpoint_id=str(path))
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
+    torch.set_rng_state(state["rng"]["cpu"])
+    return json.loads((path / "trainer.json").read_text())

@@ -1,0 +1,66 @@
+"""The data-order contract: batch_window_indices and rank_slice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenizer import batch_window_indices, rank_slice
+from tokenizer.order import epoch_permutation
+
+
+def test_pure_and_repeatable() -> None:
+    a = batch_window_indices(1000, seed=7, global_batch_size=16, step=5)
+    batch_window_indices(333, seed=1, global_batch_size=3, step=99)  # unrelated calls
+    epoch_permutation.cache_clear()
+    b = batch_window_indices(1000, seed=7, global_batch_size=16, step=5)
+    assert a.dtype == np.int64 and a.shape == (16,) and np.array_equal(a, b)
+    assert not np.array_equal(a, batch_window_indices(1000, seed=8, global_batch_size=16, step=5))
+
+
+def test_matches_the_documented_formula() -> None:
+    n, seed, batch = 37, 3, 8
+    perms = [np.random.Generator(np.random.PCG64([seed, e])).permutation(n) for e in range(3)]
+    for step in range(10):
+        g = step * batch + np.arange(batch)
+        expected = [perms[x // n][x % n] for x in g]
+        assert batch_window_indices(n, seed, batch, step).tolist() == expected
+
+
+def test_each_epoch_covers_every_window_once() -> None:
+    n, batch = 100, 10
+    epoch0 = np.concatenate([batch_window_indices(n, 0, batch, s) for s in range(10)])
+    epoch1 = np.concatenate([batch_window_indices(n, 0, batch, s) for s in range(10, 20)])
+    assert sorted(epoch0) == list(range(n)) and sorted(epoch1) == list(range(n))
+    assert not np.array_equal(epoch0, epoch1)  # a new permutation per epoch
+    steps = [set(batch_window_indices(n, 0, batch, s).tolist()) for s in range(10)]
+    assert all(steps[i].isdisjoint(steps[j]) for i in range(10) for j in range(i + 1, 10))
+
+
+def test_batches_may_straddle_epochs() -> None:
+    n, batch = 37, 8  # 37 is not a multiple of 8
+    samples = np.concatenate([batch_window_indices(n, 5, batch, s) for s in range(10)])
+    assert sorted(samples[:n]) == list(range(n))
+    assert sorted(samples[n : 2 * n]) == list(range(n))
+
+
+def test_argument_errors() -> None:
+    for args in [(0, 0, 4, 0), (10, -1, 4, 0), (10, 0, 0, 0), (10, 0, 4, -1), (10, 0, 4, 1.5)]:
+        with pytest.raises(ValueError, match="must be an integer"):
+            batch_window_indices(*args)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4, 8])
+def test_rank_slices_partition_the_batch(world_size: int) -> None:
+    batch = 16
+    rows = np.arange(batch)
+    parts = [rows[rank_slice(batch, world_size, r)] for r in range(world_size)]
+    assert np.array_equal(np.concatenate(parts), rows)
+    assert {len(p) for p in parts} == {batch // world_size}
+
+
+def test_rank_slice_errors() -> None:
+    with pytest.raises(ValueError, match="global_batch_size 10 is not divisible by world_size 4"):
+        rank_slice(10, 4, 0)
+    with pytest.raises(ValueError, match="rank must be in"):
+        rank_slice(8, 4, 4)

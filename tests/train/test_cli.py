@@ -1,0 +1,71 @@
+"""End to end through the command line: `strata train configs/debug.toml` and errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def strata(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "train.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_train_debug_config_end_to_end(tiny_dataset, tmp_path):
+    result = strata(
+        "train",
+        "configs/debug.toml",
+        *tiny_overrides(tiny_dataset, tmp_path, **{"train.max_steps": 20}),
+    )
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "debug"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 21))
+    for key in ("step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
+        assert key in records[0]
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert (run / "config.toml").read_text().count("[train]") == 1
+    assert (run / "resume" / "latest").read_text().strip() == "step-00000020"
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    manifest = json.loads((run / "checkpoints" / "manifest.json").read_text())
+    assert [r["step"] for r in manifest["revisions"]] == [0, 1, 2, 4, 8, 12, 16, 20]
+
+    again = strata(
+        "train",
+        "configs/debug.toml",
+        *tiny_overrides(tiny_dataset, tmp_path, **{"train.max_steps": 20}),
+    )
+    assert again.returncode == 0 and "resumed" in again.stderr
+
+
+def test_bad_key_is_one_line_error(tmp_path):
+    result = strata("train", "configs/debug.toml", "train.seq_lenn=3")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "strata: error: unknown key 'train.seq_lenn'; did you mean 'seq_len'? valid: seed, "
+        "seq_len, global_batch_size, micro_batch_size, max_steps, grad_clip, eval_every, "
+        "eval_batches, device, dtype, threads"
+    ]
+
+
+def test_missing_dataset_is_one_line_error(tmp_path):
+    result = strata(
+        "train",
+        "configs/debug.toml",
+        f"data.dataset='{tmp_path}/none'",
+        f"run.out_dir='{tmp_path}'",
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "none" in result.stderr

@@ -1,0 +1,26 @@
+"""Strata tokenizer package: tokenizers, the default corpus, token shards, data order.
+
+The owner of tokens on disk: training and loading tokenizers (`tok`), building the
+embedded stdlib corpus and reading raw corpora (`corpus`), tokenizing corpora into
+flat token shards (`prepare`), reading them back (`shards`) and the data-order
+contract that says which windows form global batch N (`order`). Uses no other
+Strata package and never imports torch.
+"""
+
+from .corpus import build_stdlib_corpus, iter_documents, stdlib_files
+from .order import batch_window_indices, rank_slice
+from .prepare import prepare
+from .shards import TokenShards
+from .tok import Tokenizer, train_tokenizer
+
+__all__ = [
+    "TokenShards",
+    "Tokenizer",
+    "batch_window_indices",
+    "build_stdlib_corpus",
+    "iter_documents",
+    "prepare",
+    "rank_slice",
+    "stdlib_files",
+    "train_tokenizer",
+]

@@ -1,0 +1,158 @@
+"""Reading a prepared dataset: one split's token shards as a single token stream.
+
+Design choices:
+- Shards are flat little-endian `uint16`/`uint32` files listed in `index.json`;
+  each is opened with a read-only `np.memmap`, so opening is instant and reading
+  touches only the pages needed. Reads come back as int64.
+- Sizes are always checked against the index on open (a truncated or padded shard
+  is an error naming the file); `verify=True` also checks every shard's sha256.
+- Training windows are fixed-length slices of the stream: window i holds the
+  `seq_len + 1` tokens starting at `i * seq_len`, so consecutive windows share one
+  token and inputs/targets are `window[:-1]` / `window[1:]`.
+- A `TokenShards` pickles as (dataset_dir, split) and reopens its memmaps, so it is
+  cheap to send to data-loader worker processes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+
+
+def load_index(dataset_dir: str | Path) -> dict[str, Any]:
+    """The parsed `index.json` of a prepared dataset, with its format checked."""
+    path = Path(dataset_dir) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no index.json; is {dataset_dir} a prepared dataset?")
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if index.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+    if index.get("dtype") not in DTYPES:
+        raise ValueError(f"{path}: dtype {index.get('dtype')!r}, expected one of {list(DTYPES)}")
+    return index
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class TokenShards:
+    """The token stream of one split of a prepared dataset."""
+
+    def __init__(self, dataset_dir: str | Path, split: str = "train", verify: bool = False):
+        self.dataset_dir = Path(dataset_dir)
+        self.split = split
+        self.index = load_index(self.dataset_dir)
+        splits = self.index.get("splits", {})
+        if split not in splits:
+            raise ValueError(f"{self.dataset_dir}: no split {split!r}; has {sorted(splits)}")
+        self.vocab_size: int = self.index["vocab_size"]
+        self.eos_id: int = self.index["eos_id"]
+        self.dtype = DTYPES[self.index["dtype"]]
+        info = splits[split]
+        self._maps = [self._open(s, verify) for s in info["shards"] if s["tokens"] > 0]
+        sizes = [len(m) for m in self._maps]
+        self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.n_tokens = int(self._starts[-1])
+        if self.n_tokens != info["tokens"]:
+            raise ValueError(
+                f"{self.dataset_dir}/index.json: split {split!r} lists {info['tokens']} tokens "
+                f"but its shards hold {self.n_tokens}"
+            )
+        self._doc_starts = [int(d[0]) for d in info["documents"]]
+        self._doc_sources = [str(d[1]) for d in info["documents"]]
+
+    def _open(self, shard: dict[str, Any], verify: bool) -> np.memmap:
+        path = self.dataset_dir / shard["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: shard listed in index.json is missing")
+        expected = shard["tokens"] * self.dtype.itemsize
+        actual = path.stat().st_size
+        if actual != expected:
+            what = "truncated" if actual < expected else "wrong size"
+            raise ValueError(
+                f"{path}: shard is {what}: {actual} bytes, expected {expected} "
+                f"({shard['tokens']} tokens of {self.dtype.name})"
+            )
+        if verify and _sha256(path) != shard["sha256"]:
+            raise ValueError(f"{path}: sha256 does not match index.json (corrupted shard)")
+        return np.memmap(path, dtype=self.dtype, mode="r", shape=(shard["tokens"],))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"dataset_dir": self.dataset_dir, "split": self.split}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["dataset_dir"], state["split"])
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenShards({str(self.dataset_dir)!r}, split={self.split!r}, tokens={self.n_tokens})"
+        )
+
+    @property
+    def n_documents(self) -> int:
+        return len(self._doc_starts)
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """`length` tokens (int64) starting at stream position `start`, across shards."""
+        if start < 0 or length < 0 or start + length > self.n_tokens:
+            raise ValueError(
+                f"{self.dataset_dir} ({self.split}): cannot read [{start}, {start + length}) "
+                f"from a stream of {self.n_tokens} tokens"
+            )
+        out = np.empty(length, dtype=np.int64)
+        done = 0
+        shard = int(np.searchsorted(self._starts, start, side="right")) - 1
+        while done < length:
+            offset = start + done - int(self._starts[shard])
+            take = min(length - done, len(self._maps[shard]) - offset)
+            out[done : done + take] = self._maps[shard][offset : offset + take]
+            done += take
+            shard += 1
+        return out
+
+    def n_windows(self, seq_len: int) -> int:
+        """Number of training windows of `seq_len` (+1) tokens: (n_tokens - 1) // seq_len."""
+        if not isinstance(seq_len, int | np.integer) or seq_len < 1:
+            raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+        n = max(self.n_tokens - 1, 0) // seq_len
+        if n == 0:
+            raise ValueError(
+                f"{self.dataset_dir} ({self.split}) is too small for seq_len {seq_len}: "
+                f"{self.n_tokens} tokens, need at least {seq_len + 1}"
+            )
+        return n
+
+    def window(self, i: int, seq_len: int) -> np.ndarray:
+        """The `seq_len + 1` tokens (int64) of window `i`, starting at `i * seq_len`."""
+        n = self.n_windows(seq_len)
+        if not 0 <= i < n:
+            raise ValueError(f"window index {i} out of range [0, {n}) for seq_len {seq_len}")
+        return self.read(i * seq_len, seq_len + 1)
+
+    def document_at(self, pos: int) -> tuple[int, str]:
+        """(document id, source) of the document holding stream position `pos`."""
+        if not 0 <= pos < self.n_tokens:
+            raise ValueError(f"position {pos} out of range [0, {self.n_tokens})")
+        doc = bisect.bisect_right(self._doc_starts, pos) - 1
+        return doc, self._doc_sources[doc]

@@ -1,0 +1,175 @@
+"""The `strata` command: the one place that wires tokenizer/, model/, train/ and
+checkpoints/ together.
+
+    strata corpus stdlib --out DIR          build the embedded default corpus
+    strata tokenizer train --out DIR FILES  train a BPE or SentencePiece tokenizer
+    strata prepare --tokenizer DIR --out DIR FILES   tokenize corpora into shards
+    strata train CONFIG.toml [section.key=value ...] pretrain
+    strata config CONFIG.toml [overrides] [--get K]  print the resolved config
+
+Every failure the user can fix (a bad path, key or value) ends in one line on stderr,
+`strata: error: ...`, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _add_corpus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpus", help="build a built-in corpus")
+    p.add_argument("name", choices=["stdlib"], help="stdlib: the Python standard library")
+    p.add_argument("--out", required=True, help="output folder (train.jsonl, val.jsonl)")
+    p.add_argument("--val-every", type=int, default=50, help="every k-th file is validation")
+    p.set_defaults(func=cmd_corpus)
+
+
+def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenizer", help="tokenizer tools")
+    tsub = p.add_subparsers(dest="tokenizer_command", required=True)
+    t = tsub.add_parser("train", help="train a tokenizer on text files")
+    t.add_argument("inputs", nargs="+", help=".txt/.jsonl(.gz/.zst)/.parquet files or folders")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--kind", choices=["bpe", "sentencepiece"], default="bpe")
+    t.add_argument("--vocab-size", type=int, default=4096)
+    t.add_argument("--text-field", default="text", help="field holding the text in jsonl/parquet")
+    t.add_argument("--max-bytes", type=int, default=None, help="train on at most this much text")
+    t.set_defaults(func=cmd_tokenizer_train)
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="tokenize corpora into token shards")
+    p.add_argument("inputs", nargs="+", help="training corpus files or folders")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder or file")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--val", nargs="*", default=None, help="validation corpus files")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="without --val: hold out this fraction of documents",
+    )
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--shard-tokens", type=int, default=2**24, help="tokens per shard file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(func=cmd_prepare)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="pretrain a model from a TOML recipe")
+    p.add_argument("config", help="TOML recipe, e.g. configs/quickstart.toml")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print a recipe's fully resolved config")
+    p.add_argument("config", help="TOML recipe")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--get", metavar="SECTION.KEY", help="print only this value")
+    p.set_defaults(func=cmd_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="strata", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_corpus, _add_tokenizer, _add_prepare, _add_train, _add_config):
+        add(sub)
+    return parser
+
+
+def cmd_corpus(args: argparse.Namespace) -> None:
+    from tokenizer import build_stdlib_corpus
+
+    stats = build_stdlib_corpus(Path(args.out), val_every=args.val_every)
+    print(
+        f"corpus: {stats['train_files']} train + {stats['val_files']} val files "
+        f"({stats['bytes'] / 1e6:.1f} MB; {stats['skipped']} non-UTF-8 skipped) -> {args.out}"
+    )
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from tokenizer import train_tokenizer
+
+    tok = train_tokenizer(
+        args.inputs,
+        Path(args.out),
+        kind=args.kind,
+        vocab_size=args.vocab_size,
+        text_field=args.text_field,
+        max_bytes=args.max_bytes,
+    )
+    print(f"tokenizer: {tok.kind}, {tok.vocab_size} tokens -> {args.out}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from tokenizer import prepare
+
+    index = prepare(
+        args.inputs,
+        Path(args.out),
+        Path(args.tokenizer),
+        val_inputs=args.val,
+        val_fraction=args.val_fraction,
+        workers=args.workers,
+        text_field=args.text_field,
+        shard_tokens=args.shard_tokens,
+        overwrite=args.overwrite,
+    )
+    splits = index["splits"]
+    summary = ", ".join(f"{name} {s['tokens']:,} tokens" for name, s in splits.items())
+    print(f"prepared: {summary} -> {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from train.config import load_config
+    from train.dist import rank, shutdown_distributed
+    from train.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg)
+    try:
+        trainer.fit()
+    finally:
+        shutdown_distributed()
+    if rank() == 0:
+        print(f"done: step {trainer.step}, run folder {cfg.run_dir}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from train.config import ConfigError, dump_toml, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if not args.get:
+        print(dump_toml(cfg), end="")
+        return
+    section, _, key = args.get.partition(".")
+    values = cfg.to_dict()
+    if section not in values or key not in values[section]:
+        raise ConfigError(f"--get {args.get}: no such key")
+    print(values[section][key])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+        if os.environ.get("STRATA_DEBUG"):
+            raise
+        print(f"strata: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("strata: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""Typed run configuration: one dataclass per concern, loaded from TOML plus overrides.
+
+A run is described by eight sections, `[run] [model] [data] [train] [optim]
+[checkpoint] [publish] [log]`. Each section is a dataclass whose fields carry their
+defaults and documentation; `__post_init__` validates values. The `[model]` section is
+special: `preset` names a `ModelConfig` preset and every other key overrides one of
+that preset's fields.
+
+Loading never evaluates anything: TOML is parsed by `tomllib` and `section.key=value`
+overrides are parsed as TOML values (falling back to a bare string). Unknown sections,
+unknown keys and wrongly typed values fail with a one-line `ConfigError` naming the key
+and the closest valid one. `dump_toml` writes the fully resolved config (every default
+spelled out) so `runs/<name>/config.toml` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model import ModelConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the offending key."""
+
+
+def _check(cond: bool, key: str, expected: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key} = {value!r}: expected {expected}")
+
+
+@dataclass
+class RunConfig:
+    name: str = "quickstart"
+    """Run name; outputs go to `<out_dir>/<name>/`."""
+    out_dir: str = "runs"
+    """Parent folder of run directories."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name", self.name)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "runs/_data/stdlib/shards"
+    """Folder written by `strata prepare` (shards + index.json + tokenizer/)."""
+    verify: bool = False
+    """Check every shard's sha256 against the index before training."""
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1337
+    """Seeds weight init and the data order (a seeded permutation per epoch)."""
+    seq_len: int = 256
+    """Tokens per training sequence (must not exceed model.max_seq_len)."""
+    global_batch_size: int = 16
+    """Sequences per optimizer step, summed over all processes and micro-batches."""
+    micro_batch_size: int = 16
+    """Sequences per forward/backward; global / (micro * world) micro-batches accumulate."""
+    max_steps: int = 300
+    """Number of optimizer steps."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    eval_every: int = 100
+    """Compute validation loss every this many steps (0 disables; publications always do)."""
+    eval_batches: int = 4
+    """Validation micro-batches per evaluation (fixed windows, the same every time)."""
+    device: str = "auto"
+    """`auto` (cuda if available, else cpu), `cpu`, `cuda`, or `cuda:N`."""
+    dtype: str = "auto"
+    """Autocast dtype: `auto` (bf16 on cuda, fp32 on cpu), `bf16`, `fp16`, `fp32`."""
+    threads: int = 0
+    """CPU threads for torch (0 keeps torch's default)."""
+
+    def __post_init__(self) -> None:
+        for key in ("seq_len", "global_batch_size", "micro_batch_size", "max_steps"):
+            value = getattr(self, key)
+            _check(value > 0, f"train.{key}", "a positive integer", value)
+        _check(self.grad_clip >= 0, "train.grad_clip", "a value >= 0", self.grad_clip)
+        _check(self.eval_every >= 0, "train.eval_every", "an integer >= 0", self.eval_every)
+        _check(self.eval_batches > 0, "train.eval_batches", "a positive integer", self.eval_batches)
+        _check(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
+        dtypes = ("auto", "bf16", "fp16", "fp32")
+        _check(self.dtype in dtypes, "train.dtype", f"one of {dtypes}", self.dtype)
+        dev = self.device
+        ok = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
+        _check(ok, "train.device", "auto, cpu, cuda or cuda:N", dev)
+        _check(
+            self.global_batch_size % self.micro_batch_size == 0,
+            "train.global_batch_size",
+            f"a multiple of train.micro_batch_size ({self.micro_batch_size})",
+            self.global_batch_size,
+        )
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of `lr`."""
+    schedule: str = "cosine"
+    """Decay after warmup: `cosine`, `linear`, `wsd` (warmup-stable-decay) or `constant`."""
+    warmup_steps: int = 20
+    """Linear warmup from 0 to `lr` over this many steps."""
+    decay_fraction: float = 0.2
+    """For `wsd`: the final fraction of steps over which the rate decays linearly."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay; never applied to norms, biases or embeddings."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", "a positive float", self.lr)
+        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
+        names = ("cosine", "linear", "wsd", "constant")
+        _check(self.schedule in names, "optim.schedule", f"one of {names}", self.schedule)
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", "an integer >= 0", self.warmup_steps)
+        ok = 0 < self.decay_fraction <= 1
+        _check(ok, "optim.decay_fraction", "in (0, 1]", self.decay_fraction)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "a value >= 0", self.weight_decay)
+        _check(0 <= self.beta1 < 1, "optim.beta1", "in [0, 1)", self.beta1)
+        _check(0 <= self.beta2 < 1, "optim.beta2", "in [0, 1)", self.beta2)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 100
+    """Write a resume checkpoint every this many steps (and at the last step)."""
+    keep: int = 2
+    """Resume checkpoints to keep (older ones are pruned; published revisions never are)."""
+
+    def __post_init__(self) -> None:
+        _check(self.every > 0, "checkpoint.every", "a positive integer", self.every)
+        _check(self.keep > 0, "checkpoint.keep", "a positive integer", self.keep)
+
+
+@dataclass
+class PublishConfig:
+    every: int = 1000
+    """Pythia schedule: step 0, powers of two below `every`, multiples of `every`, last."""
+    extra_steps: list[int] = field(default_factory=list)
+    """Additional steps to publish."""
+    log_spaced: bool = True
+    """Publish the powers of two below `every` (Pythia's early log-spaced revisions)."""
+
+    def __post_init__(self) -> None:
+        _check(self.every > 0, "publish.every", "a positive integer", self.every)
+        bad = [s for s in self.extra_steps if s < 0]
+        _check(not bad, "publish.extra_steps", "non-negative steps", self.extra_steps)
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    """Write a metrics.jsonl record (and a progress line) every this many steps."""
+    wandb_project: str = ""
+    """Weights & Biases project; empty disables wandb."""
+    wandb_mode: str = "offline"
+    """`online`, `offline` (no login needed) or `disabled`."""
+    wandb_entity: str = ""
+    """Weights & Biases entity (team); empty uses the default."""
+    peak_tflops: float = 0.0
+    """Peak device TFLOP/s for MFU; 0 looks the device up (A100, H100, H200), CPU has none."""
+    progress: bool = True
+    """Show a progress bar when stderr is a terminal."""
+
+    def __post_init__(self) -> None:
+        _check(self.every > 0, "log.every", "a positive integer", self.every)
+        modes = ("online", "offline", "disabled")
+        _check(self.wandb_mode in modes, "log.wandb_mode", f"one of {modes}", self.wandb_mode)
+        _check(self.peak_tflops >= 0, "log.peak_tflops", "a value >= 0", self.peak_tflops)
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "optim": OptimConfig,
+    "checkpoint": CheckpointConfig,
+    "publish": PublishConfig,
+    "log": LogConfig,
+}
+
+
+@dataclass
+class Config:
+    """The whole run: one instance per section plus the resolved model config."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model_preset: str = "quickstart"
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.from_preset("quickstart"))
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    model_keys: frozenset[str] = frozenset()
+    """The `[model]` keys set explicitly (others come from the preset or the data)."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run.name
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {"run": dataclasses.asdict(self.run)}
+        out["model"] = {"preset": self.model_preset, **self.model.to_dict()}
+        for name in ("data", "train", "optim", "checkpoint", "publish", "log"):
+            out[name] = dataclasses.asdict(getattr(self, name))
+        return out
+
+
+def _closest(name: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"did you mean '{match[0]}'? " if match else ""
+    return f"{hint}valid: {', '.join(valid)}"
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the field type `hint`; ints are accepted for floats."""
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        ok = isinstance(value, list)
+        value = [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)] if ok else value
+    else:
+        ok = True
+    if not ok:
+        name = getattr(hint, "__name__", str(hint))
+        raise ConfigError(f"{key} = {value!r}: expected a value of type {name}")
+    return value
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown key '{name}.{key}'; {_closest(key, list(hints))}")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def _build_model(values: dict[str, Any]) -> tuple[str, ModelConfig]:
+    values = dict(values)
+    preset = values.pop("preset", "quickstart")
+    _check(isinstance(preset, str), "model.preset", "a preset name", preset)
+    if preset not in ModelConfig.presets():
+        raise ConfigError(
+            f"model.preset = {preset!r}: unknown preset; {_closest(preset, ModelConfig.presets())}"
+        )
+    hints = typing.get_type_hints(ModelConfig)
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key 'model.{key}'; {_closest(key, ['preset', *fields])}")
+        values[key] = _coerce(f"model.{key}", value, hints[key])
+    try:
+        return preset, ModelConfig.from_preset(preset, **values)
+    except ValueError as err:
+        raise ConfigError(f"[model] {err}") from None
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build a validated Config from nested dicts (parsed TOML with overrides applied)."""
+    valid = ["model", *SECTIONS]
+    for name, values in raw.items():
+        if name not in valid:
+            raise ConfigError(f"unknown section '[{name}]'; {_closest(name, valid)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"'{name}' must be a section ([{name}]), got {values!r}")
+    try:
+        sections = {n: _build_section(n, c, raw.get(n, {})) for n, c in SECTIONS.items()}
+    except TypeError as err:  # a dataclass rejected its arguments
+        raise ConfigError(str(err)) from None
+    preset, model = _build_model(raw.get("model", {}))
+    keys = frozenset(raw.get("model", {})) - {"preset"}
+    cfg = Config(model_preset=preset, model=model, model_keys=keys, **sections)
+    if cfg.train.seq_len > cfg.model.max_seq_len:
+        raise ConfigError(
+            f"train.seq_len = {cfg.train.seq_len}: expected at most "
+            f"model.max_seq_len ({cfg.model.max_seq_len})"
+        )
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse `section.key=value`; the value is a TOML value, or a bare string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a TOML recipe (or start from defaults when `path` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"override {text!r}: '{section}' is not a section")
+        raw[section][key] = value
+    return from_dict(raw)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def dump_toml(cfg: Config) -> str:
+    """The fully resolved config as TOML text (every default written out)."""
+    lines: list[str] = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)

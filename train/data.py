@@ -1,0 +1,72 @@
+"""Batches for the trainer, drawn from token shards by the data-order contract.
+
+Global batch N is `tokenizer.order.batch_window_indices(n_windows, seed, global_batch,
+N)`: a pure function of the dataset, seed, sequence length, global batch size and N. A
+process takes only its own rows (`rank_slice`), then splits them into micro-batches, so
+neither the number of processes nor the micro-batch size changes what is trained on.
+Validation uses fixed, evenly spaced windows of the validation split, the same for
+every evaluation and every revision, so validation losses compare across a run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tokenizer import TokenShards, batch_window_indices, rank_slice
+
+
+class TrainBatches:
+    """This process's share of every global batch, as (inputs, targets) micro-batches."""
+
+    def __init__(
+        self,
+        shards: TokenShards,
+        seq_len: int,
+        global_batch_size: int,
+        micro_batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.shards, self.seq_len, self.seed = shards, seq_len, seed
+        self.global_batch_size = global_batch_size
+        self.micro_batch_size = micro_batch_size
+        self.rows = rank_slice(global_batch_size, world_size, rank)
+        self.n_windows = shards.n_windows(seq_len)
+        local = self.rows.stop - self.rows.start
+        if local % micro_batch_size:
+            raise ValueError(
+                f"train.global_batch_size = {global_batch_size} over {world_size} process(es) "
+                f"gives {local} rows each, not a multiple of train.micro_batch_size = "
+                f"{micro_batch_size}"
+            )
+
+    def window_indices(self, step: int) -> np.ndarray:
+        """Window indices of global batch `step` (all ranks' rows), shape (global_batch,)."""
+        return batch_window_indices(self.n_windows, self.seed, self.global_batch_size, step)
+
+    def local_tokens(self, step: int) -> torch.Tensor:
+        """This process's rows of batch `step`: (rows, seq_len + 1) int64."""
+        windows = self.window_indices(step)[self.rows]
+        rows = [self.shards.window(int(w), self.seq_len) for w in windows]
+        return torch.from_numpy(np.stack(rows))
+
+    def micro_batches(self, step: int, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+        tokens = self.local_tokens(step)  # (rows, T + 1)
+        out = []
+        for chunk in tokens.split(self.micro_batch_size):
+            chunk = chunk.to(device, non_blocking=True)
+            out.append((chunk[:, :-1], chunk[:, 1:]))  # inputs, targets: (B, T)
+        return out
+
+
+def validation_batches(
+    shards: TokenShards, seq_len: int, micro_batch_size: int, n_batches: int
+) -> list[torch.Tensor]:
+    """Up to `n_batches` fixed micro-batches of evenly spaced validation windows."""
+    n_windows = shards.n_windows(seq_len)
+    count = min(n_windows, n_batches * micro_batch_size)
+    picks = np.unique(np.linspace(0, n_windows - 1, count).round().astype(np.int64))
+    rows = torch.from_numpy(np.stack([shards.window(int(w), seq_len) for w in picks]))
+    return list(rows.split(micro_batch_size))

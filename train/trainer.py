@@ -1,0 +1,279 @@
+"""The training loop, as a few named steps: `train_step`, `evaluate`, `maybe_checkpoint`,
+`maybe_publish`, `fit`.
+
+Step numbering: `step` counts completed optimizer updates. The update that turns step
+N into N + 1 trains on global batch N, so published revision `stepN` has seen batches
+0 .. N-1 (N x global_batch_size sequences). The learning rate is a pure function of the
+step and the data order a pure function of (dataset, seed, seq_len, global batch, step),
+so a resumed run continues exactly where the checkpoint left off.
+
+Losses and norms stay on the device inside a step; they are read back (one host sync)
+only at log, eval and publication steps.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from checkpoints.publish import publish_revision
+from checkpoints.resume import latest_resume, load_resume, save_resume
+from checkpoints.schedule import publish_steps
+from model import GPT, ModelConfig
+from tokenizer import Tokenizer, TokenShards
+from train import dist
+from train.config import Config, ConfigError, dump_toml
+from train.data import TrainBatches, validation_batches
+from train.metrics import MetricsLogger, peak_flops
+from train.optim import build_optimizer, lr_at, set_lr
+
+
+def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
+    """The preset's config with the data's vocabulary size unless set explicitly."""
+    if "vocab_size" not in cfg.model_keys:
+        return ModelConfig.from_dict({**cfg.model.to_dict(), "vocab_size": vocab_size})
+    if cfg.model.vocab_size < vocab_size:
+        raise ConfigError(
+            f"model.vocab_size = {cfg.model.vocab_size}: expected at least the dataset's "
+            f"vocabulary size ({vocab_size})"
+        )
+    return cfg.model
+
+
+def build_model(config: ModelConfig, device: torch.device, seed: int) -> GPT:
+    """Build on the meta device, then materialise and initialise on `device`."""
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device=device)
+    model.init_weights(seed=seed)
+    return model
+
+
+class Trainer:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = dist.pick_device(cfg.train.device)
+        self.dtype = dist.pick_dtype(cfg.train.dtype, self.device)
+        dist.init_distributed(self.device)
+        self._setup_data()
+        cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
+        self.model = build_model(cfg.model, self.device, cfg.train.seed)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
+        self._resume()
+        self._write_run_files()
+        self.publish_at = set(
+            publish_steps(
+                cfg.train.max_steps,
+                cfg.publish.every,
+                cfg.publish.extra_steps,
+                cfg.publish.log_spaced,
+            )
+        )
+        self.peak = peak_flops(self.device, cfg.log.peak_tflops)
+        self.flops_per_token = self.model.flops_per_token(cfg.train.seq_len)
+        self.logger = MetricsLogger(
+            self.run_dir, cfg.log, cfg.train.max_steps, self.step, cfg.to_dict(), dist.is_rank0()
+        )
+
+    # -- setup -----------------------------------------------------------------------
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
+        dataset = Path(cfg.data.dataset)
+        self.train_shards = TokenShards(dataset, "train", verify=cfg.data.verify)
+        self.batches = TrainBatches(
+            self.train_shards,
+            cfg.train.seq_len,
+            cfg.train.global_batch_size,
+            cfg.train.micro_batch_size,
+            cfg.train.seed,
+            dist.rank(),
+            dist.world_size(),
+        )
+        val = TokenShards(dataset, "val", verify=cfg.data.verify)
+        self.val_batches = (
+            validation_batches(
+                val, cfg.train.seq_len, cfg.train.micro_batch_size, cfg.train.eval_batches
+            )
+            if val.n_tokens > cfg.train.seq_len
+            else []
+        )
+        self.tokenizer_dir = self.run_dir / "tokenizer"
+        self._install_tokenizer(dataset / "tokenizer")
+
+    def _install_tokenizer(self, source: Path) -> None:
+        """Copy the dataset's tokenizer into the run, or check the run's one matches."""
+        expected = self.train_shards.index["tokenizer_sha256"]
+        if self.tokenizer_dir.exists():
+            found = Tokenizer.load(self.tokenizer_dir).sha256()
+            if found != expected:
+                raise ValueError(
+                    f"{self.tokenizer_dir}: the run's tokenizer (sha256 {found[:12]}) is not the "
+                    f"one {self.cfg.data.dataset} was prepared with ({expected[:12]})"
+                )
+        elif dist.is_rank0():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.run_dir / ".tokenizer.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(source, tmp)
+            tmp.rename(self.tokenizer_dir)
+        dist.barrier()
+        tok = Tokenizer.load(self.tokenizer_dir)
+        self.special_ids = {"bos": tok.bos_id, "eos": tok.eos_id, "pad": tok.pad_id}
+
+    def _resume(self) -> None:
+        path = latest_resume(self.run_dir / "resume")
+        if path is None:
+            return
+        state = load_resume(path, self.model, self.optimizer)
+        self.step = int(state["step"])
+        dist.print0(f"resumed from {path} at step {self.step}")
+
+    def _write_run_files(self) -> None:
+        if dist.is_rank0():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.run_dir / ".config.toml.tmp"
+            tmp.write_text(dump_toml(self.cfg))
+            tmp.replace(self.run_dir / "config.toml")
+
+    # -- the loop --------------------------------------------------------------------
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer update on global batch `step`; returns device tensors."""
+        self.model.train()
+        set_lr(self.optimizer, lr_at(step, self.cfg.optim, self.cfg.train.max_steps))
+        t0 = time.perf_counter()
+        micro = self.batches.micro_batches(step, self.device)
+        data_wait = time.perf_counter() - t0
+        total = torch.zeros((), device=self.device)
+        for inputs, targets in micro:
+            with dist.autocast(self.device, self.dtype):
+                _, loss = self.model(inputs, targets)
+            (loss / len(micro)).backward()
+            total += loss.detach()
+        dist.all_reduce_grads(self.model)
+        clip = self.cfg.train.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": total / len(micro), "grad_norm": grad_norm, "data_wait": data_wait}
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean loss over the fixed validation windows (None when there is no val split)."""
+        if not self.val_batches:
+            return None
+        self.model.eval()
+        losses = []
+        for rows in self.val_batches:
+            rows = rows.to(self.device)
+            with dist.autocast(self.device, self.dtype):
+                _, loss = self.model(rows[:, :-1], rows[:, 1:])
+            losses.append(loss.float())
+        return torch.stack(losses).mean().item()
+
+    def maybe_checkpoint(self, step: int, force: bool = False) -> None:
+        every = self.cfg.checkpoint.every
+        if force or step % every == 0 or step == self.cfg.train.max_steps:
+            save_resume(
+                self.run_dir / "resume",
+                step,
+                self.model,
+                self.optimizer,
+                {"tokens": step * self.tokens_per_step},
+                keep=self.cfg.checkpoint.keep,
+            )
+
+    def maybe_publish(self, step: int, train_loss: float | None, val_loss: float | None) -> None:
+        if step not in self.publish_at or not dist.is_rank0():
+            return
+        if val_loss is None:
+            val_loss = self.evaluate()
+        info = {
+            "tokens": step * self.tokens_per_step,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "data": self._data_cursor(step),
+            "run": self.cfg.to_dict(),
+        }
+        publish_revision(
+            self.run_dir / "checkpoints",
+            step,
+            self.model,
+            self.cfg.model,
+            self.tokenizer_dir,
+            self.special_ids,
+            info,
+        )
+
+    def _data_cursor(self, step: int) -> dict[str, Any]:
+        t = self.cfg.train
+        return {
+            "dataset": str(self.cfg.data.dataset),
+            "tokenizer_sha256": self.train_shards.index["tokenizer_sha256"],
+            "seed": t.seed,
+            "seq_len": t.seq_len,
+            "global_batch_size": t.global_batch_size,
+            "batches_seen": step,
+            "next_batch": step,
+            "n_windows": self.batches.n_windows,
+        }
+
+    def _record(self, step: int, out: dict[str, Any], elapsed: float, steps: int) -> dict:
+        tokens_per_s = steps * self.tokens_per_step / max(elapsed, 1e-9)
+        mfu = self.flops_per_token * tokens_per_s / self.peak if self.peak else None
+        record = {
+            "step": step,
+            "tokens": step * self.tokens_per_step,
+            "loss": dist.all_reduce_mean(out["loss"]).item(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": out["grad_norm"].item(),
+            "tokens_per_s": tokens_per_s,
+            "mfu": mfu,
+            "data_wait_s": out["data_wait"],
+        }
+        if self.device.type == "cuda":
+            record["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        return record
+
+    def fit(self) -> None:
+        cfg = self.cfg
+        step = self.step
+        if not (self.run_dir / "checkpoints" / f"step{step}").exists():
+            self.maybe_publish(step, None, None)
+        last_log, t_last = step, time.perf_counter()
+        try:
+            while step < cfg.train.max_steps:
+                out = self.train_step(step)
+                step += 1
+                self.logger.advance()
+                t_side = time.perf_counter()  # eval and publication are not training time
+                val_loss = None
+                if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+                    val_loss = self.evaluate()
+                loss = None
+                if step % cfg.log.every == 0 or step == cfg.train.max_steps or val_loss:
+                    record = self._record(step, out, t_side - t_last, step - last_log)
+                    record["val_loss"] = val_loss
+                    self.logger.log(record)
+                    loss, last_log, t_last = record["loss"], step, t_side
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss} at step {step}")
+                if step in self.publish_at:
+                    if loss is None:  # every process takes part in the reduction
+                        loss = dist.all_reduce_mean(out["loss"]).item()
+                    self.maybe_publish(step, loss, val_loss)
+                self.maybe_checkpoint(step)
+                t_last += time.perf_counter() - t_side
+        finally:
+            self.logger.close()
+        self.step = step
