@@ -87,17 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_corpus(args: argparse.Namespace) -> None:
     from tokenizer import build_stdlib_corpus
 
-    stats = build_stdlib_corpus(Path(args.out), val_every=args.val_every)
-    print(
-        f"corpus: {stats['train_files']} train + {stats['val_files']} val files "
-        f"({stats['bytes'] / 1e6:.1f} MB; {stats['skipped']} non-UTF-8 skipped) -> {args.out}"
-    )
+    build_stdlib_corpus(Path(args.out), val_every=args.val_every)  # prints its summary
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from tokenizer import train_tokenizer
 
-    tok = train_tokenizer(
+    train_tokenizer(  # prints its summary
         args.inputs,
         Path(args.out),
         kind=args.kind,
@@ -105,13 +101,12 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
         text_field=args.text_field,
         max_bytes=args.max_bytes,
     )
-    print(f"tokenizer: {tok.kind}, {tok.vocab_size} tokens -> {args.out}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from tokenizer import prepare
 
-    index = prepare(
+    prepare(  # prints its summary
         args.inputs,
         Path(args.out),
         Path(args.tokenizer),
@@ -122,9 +117,6 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         shard_tokens=args.shard_tokens,
         overwrite=args.overwrite,
     )
-    splits = index["splits"]
-    summary = ", ".join(f"{name} {s['tokens']:,} tokens" for name, s in splits.items())
-    print(f"prepared: {summary} -> {args.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -139,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     finally:
         shutdown_distributed()
     if rank() == 0:
-        print(f"done: step {trainer.step}, run folder {cfg.run_dir}")
+        print(trainer.summary())
 
 
 def cmd_config(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from checkpoints.publish import publish_revision
+from checkpoints.publish import publish_revision, read_manifest
 from checkpoints.resume import latest_resume, load_resume, save_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
@@ -277,3 +277,14 @@ class Trainer:
         finally:
             self.logger.close()
         self.step = step
+
+    def summary(self) -> str:
+        """A closing line: where the run is and what it published."""
+        revisions = read_manifest(self.run_dir / "checkpoints")["revisions"]
+        text = f"done: step {self.step}, run folder {self.run_dir}"
+        losses = [r["val_loss"] for r in revisions if r.get("val_loss") is not None]
+        if revisions:
+            text += f"; {len(revisions)} published revisions in {self.run_dir / 'checkpoints'}"
+        if len(losses) > 1:
+            text += f"; val loss {losses[0]:.3f} (step 0) -> {losses[-1]:.3f}"
+        return text

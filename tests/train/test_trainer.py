@@ -64,3 +64,20 @@ def test_initial_loss_is_log_vocab(tiny_config):
     val = trainer.evaluate()
     vocab = trainer.cfg.model.vocab_size
     assert abs(val - torch.log(torch.tensor(float(vocab))).item()) < 0.3
+
+
+def test_wandb_offline_needs_no_login(tiny_config, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = tiny_config(
+        **{
+            "run.name": "wb",
+            "train.max_steps": 3,
+            "log.wandb_project": "'strata-test'",
+            "log.wandb_mode": "'offline'",
+        }
+    )
+    Trainer(cfg).fit()
+    runs = list((cfg.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
