@@ -19,7 +19,7 @@ setup(
         "tomli; python_version < '3.11'",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "transformers>=4.45", "ruff"],
+        "test": ["pytest", "hypothesis", "transformers>=4.45", "ruff", "pyarrow", "zstandard"],
         "flash": ["flash-attn"],
         "data": ["pyarrow", "zstandard"],
     },
