@@ -1,22 +1,18 @@
-"""Small file helpers shared by resume and published checkpoints: atomic writes, hashes."""
+"""Small file helpers for resume and published checkpoints: atomic JSON, git commit.
+
+Folder replacement and file hashing are shared with `tokenizer/` (its `fsutil`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from tokenizer.fsutil import replace_dir, sha256_file
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["git_commit", "replace_dir", "sha256_file", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -29,17 +25,6 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place (replacing an older `final`)."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def git_commit() -> str | None:

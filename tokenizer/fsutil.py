@@ -1,7 +1,9 @@
-"""Atomic folder replacement shared by tokenizer training and `prepare`."""
+"""File helpers shared by tokenizer training, `prepare`, shards and checkpoints:
+atomic folder replacement and file hashing."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -24,3 +26,12 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -16,12 +16,13 @@ Design choices:
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fsutil import sha256_file
 
 FORMAT_VERSION = 1
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -43,14 +44,6 @@ def load_index(dataset_dir: str | Path) -> dict[str, Any]:
     if index.get("dtype") not in DTYPES:
         raise ValueError(f"{path}: dtype {index.get('dtype')!r}, expected one of {list(DTYPES)}")
     return index
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class TokenShards:
@@ -91,7 +84,7 @@ class TokenShards:
                 f"{path}: shard is {what}: {actual} bytes, expected {expected} "
                 f"({shard['tokens']} tokens of {self.dtype.name})"
             )
-        if verify and _sha256(path) != shard["sha256"]:
+        if verify and sha256_file(path) != shard["sha256"]:
             raise ValueError(f"{path}: sha256 does not match index.json (corrupted shard)")
         return np.memmap(path, dtype=self.dtype, mode="r", shape=(shard["tokens"],))
 
