@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
 from checkpoints.hf import hf_config, to_hf_state_dict
 from model import ModelConfig
+from tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -33,28 +34,26 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
+    if tokenizer is None:
+        return {"bos_id": None, "eos_id": None, "pad_id": None}
+    return {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id}
+
+
 def write_revision(
     out: Path,
     model: torch.nn.Module,
     config: ModelConfig,
-    tokenizer_dir: str | Path,
-    special_ids: dict[str, int | None],
+    tokenizer: Tokenizer | None,
     info: dict[str, Any],
 ) -> dict[str, Any]:
     """Write a complete revision folder at `out` (which must not exist); returns strata.json."""
     out.mkdir(parents=True)
     weights = to_hf_state_dict(_cpu_state_dict(model), config)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    cfg_json = hf_config(
-        config,
-        bos_id=special_ids.get("bos"),
-        eos_id=special_ids.get("eos"),
-        pad_id=special_ids.get("pad"),
-    )
-    write_json_atomic(out / "config.json", cfg_json)
-    for f in sorted(Path(tokenizer_dir).iterdir()):
-        if f.is_file():
-            shutil.copy2(f, out / f.name)
+    write_json_atomic(out / "config.json", hf_config(config, **special_ids(tokenizer)))
+    if tokenizer is not None:
+        tokenizer.save(out)
     digests = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()}
     meta = {
         "format_version": FORMAT_VERSION,
@@ -72,8 +71,7 @@ def publish_revision(
     step: int,
     model: torch.nn.Module,
     config: ModelConfig,
-    tokenizer_dir: str | Path,
-    special_ids: dict[str, int | None],
+    tokenizer: Tokenizer | None,
     info: dict[str, Any],
 ) -> Path:
     """Publish `checkpoints_dir/step{step}` atomically and record it in the manifest."""
@@ -83,7 +81,7 @@ def publish_revision(
     tmp = root / f".step{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     info = {"revision": final.name, "step": step, **info}
-    meta = write_revision(tmp, model, config, tokenizer_dir, special_ids, info)
+    meta = write_revision(tmp, model, config, tokenizer, info)
     replace_dir(tmp, final)
     update_manifest(root, meta)
     return final

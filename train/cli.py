@@ -6,6 +6,8 @@ checkpoints/ together.
     strata prepare --tokenizer DIR --out DIR FILES   tokenize corpora into shards
     strata train CONFIG.toml [section.key=value ...] pretrain
     strata config CONFIG.toml [overrides] [--get K]  print the resolved config
+    strata export CKPT --to hf --out DIR    checkpoint -> Hugging Face folder
+    strata import HF_DIR --out CKPT         Hugging Face folder -> Strata checkpoint
 
 Every failure the user can fix (a bad path, key or value) ends in one line on stderr,
 `strata: error: ...`, and exit status 2.
@@ -76,10 +78,29 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_config)
 
 
+def _add_export_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face folder")
+    p.add_argument("checkpoint", help="published revision, resume checkpoint, or run folder")
+    p.add_argument("--to", choices=["hf"], default="hf", help="target format")
+    p.add_argument("--out", required=True, help="output folder (must not exist)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import", help="read a local Hugging Face folder as a Strata checkpoint")
+    p.add_argument("hf_dir", help="folder with config.json and safetensors weights")
+    p.add_argument("--out", required=True, help="output checkpoint folder (must not exist)")
+    p.set_defaults(func=cmd_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strata", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_corpus, _add_tokenizer, _add_prepare, _add_train, _add_config):
+    for add in (
+        _add_corpus,
+        _add_tokenizer,
+        _add_prepare,
+        _add_train,
+        _add_config,
+        _add_export_import,
+    ):
         add(sub)
     return parser
 
@@ -146,6 +167,18 @@ def cmd_config(args: argparse.Namespace) -> None:
     if section not in values or key not in values[section]:
         raise ConfigError(f"--get {args.get}: no such key")
     print(values[section][key])
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from checkpoints.export import export_hf
+
+    print(f"exported {args.checkpoint} -> {export_hf(args.checkpoint, args.out)}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from checkpoints.export import import_hf
+
+    print(f"imported {args.hf_dir} -> {import_hf(args.hf_dir, args.out)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,8 +127,7 @@ class Trainer:
             shutil.copytree(source, tmp)
             tmp.rename(self.tokenizer_dir)
         dist.barrier()
-        tok = Tokenizer.load(self.tokenizer_dir)
-        self.special_ids = {"bos": tok.bos_id, "eos": tok.eos_id, "pad": tok.pad_id}
+        self.tokenizer = Tokenizer.load(self.tokenizer_dir)
 
     def _resume(self) -> None:
         path = latest_resume(self.run_dir / "resume")
@@ -189,7 +188,7 @@ class Trainer:
                 step,
                 self.model,
                 self.optimizer,
-                {"tokens": step * self.tokens_per_step},
+                {"tokens": step * self.tokens_per_step, "model_config": self.cfg.model.to_dict()},
                 keep=self.cfg.checkpoint.keep,
             )
 
@@ -210,8 +209,7 @@ class Trainer:
             step,
             self.model,
             self.cfg.model,
-            self.tokenizer_dir,
-            self.special_ids,
+            self.tokenizer,
             info,
         )
 

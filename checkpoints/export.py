@@ -1,0 +1,146 @@
+"""Move weights between Strata and Hugging Face folders: `strata export` / `strata import`.
+
+Export takes a published revision (`checkpoints/stepN/`), a resume checkpoint
+(`resume/step-XXXXXXXX/`), a run's `resume/` folder or a run folder (its latest resume
+checkpoint) and writes a Hugging Face folder: `model.safetensors`, `config.json`, the
+tokenizer files and `strata.json`. That is the same layout as a published revision, so
+the result is also a Strata checkpoint.
+
+Import reads a local Hugging Face folder (`config.json` plus `model.safetensors` or
+sharded `model-*.safetensors` with their index) of a family Strata knows, and writes it
+as a Strata checkpoint. Only safetensors are read; a folder holding only pickled
+`pytorch_model.bin` weights is refused.
+
+Both write into a temporary folder and rename it into place; an existing output is
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file
+
+from checkpoints.hf import config_from_hf, from_hf_state_dict
+from checkpoints.load import load, read_metadata
+from checkpoints.publish import write_revision
+from checkpoints.resume import latest_resume
+from model import GPT, ModelConfig
+from tokenizer import Tokenizer
+
+
+def _empty_model(config: ModelConfig) -> GPT:
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device="cpu")
+    model.init_weights(seed=0)  # fills rotary tables; every weight is overwritten next
+    return model
+
+
+def _tokenizer_in(folder: Path) -> Tokenizer | None:
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
+        return Tokenizer.load(folder)
+    return None
+
+
+def resolve_resume(path: Path) -> Path:
+    """A resume checkpoint folder from itself, a `resume/` folder or a run folder."""
+    if (path / "trainer.json").is_file():
+        return path
+    for resume_dir in (path, path / "resume"):
+        if (resume_dir / "latest").is_file():
+            found = latest_resume(resume_dir)
+            if found is not None:
+                return found
+    raise FileNotFoundError(
+        f"{path}: not a published revision (strata.json), a resume checkpoint "
+        "(trainer.json) or a run folder with resume/latest"
+    )
+
+
+def from_resume(path: Path) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
+    """Model weights of a DCP resume checkpoint (the optimizer state is not read)."""
+    state = json.loads((path / "trainer.json").read_text())
+    if "model_config" not in state:
+        raise ValueError(f"{path / 'trainer.json'}: has no model_config; cannot rebuild the model")
+    model = _empty_model(ModelConfig.from_dict(state["model_config"]))
+    target = {"model": model.state_dict()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+        dcp.load(target, checkpoint_id=str(path))
+    model.load_state_dict(target["model"])
+    run_dir = path.parent.parent
+    info = {"step": state["step"], "tokens": state.get("tokens"), "exported_from": str(path)}
+    return model, _tokenizer_in(run_dir / "tokenizer"), info
+
+
+def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a Hugging Face folder: one safetensors file or an indexed set."""
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return load_file(str(single))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weights: dict[str, torch.Tensor] = {}
+        for name in files:
+            if Path(name).name != name:
+                raise ValueError(f"{index}: names {name!r}, outside {folder}")
+            weights.update(load_file(str(folder / name)))
+        return weights
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise ValueError(
+            f"{folder}: only pickled weights (*.bin/*.pt) found; Strata reads safetensors only"
+        )
+    raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json")
+
+
+def _write_new(out: Path, model: GPT, tokenizer: Tokenizer | None, info: dict) -> Path:
+    if out.exists():
+        raise FileExistsError(f"{out}: already exists; choose another --out")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_revision(tmp, model, model.config, tokenizer, info)
+    tmp.rename(out)
+    return out
+
+
+def export_hf(src: str | Path, out: str | Path) -> Path:
+    """Write `src` (revision, resume checkpoint or run) as a Hugging Face folder `out`."""
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such checkpoint folder")
+    meta = read_metadata(src)
+    if meta is not None:
+        keep = ("step", "tokens", "train_loss", "val_loss", "data", "run")
+        info = {k: meta[k] for k in keep if k in meta} | {"exported_from": str(src)}
+        model, tokenizer = load(src, verify=True), _tokenizer_in(src)
+    else:
+        model, tokenizer, info = from_resume(resolve_resume(src))
+    return _write_new(out, model, tokenizer, info)
+
+
+def import_hf(src: str | Path, out: str | Path) -> Path:
+    """Read a local Hugging Face folder into a Strata checkpoint folder `out`."""
+    src, out = Path(src), Path(out)
+    cfg_path = src / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing; expected a Hugging Face model folder")
+    weights = read_hf_weights(src)
+    try:
+        config = config_from_hf(json.loads(cfg_path.read_text()))
+    except KeyError as err:
+        raise ValueError(f"{cfg_path}: missing key {err}") from None
+    model = _empty_model(config)
+    model.load_state_dict(from_hf_state_dict(weights, config))
+    match = re.fullmatch(r"step(\d+)", src.name)
+    info = {"step": int(match.group(1)) if match else None, "imported_from": str(src)}
+    return _write_new(out, model, _tokenizer_in(src), info)
