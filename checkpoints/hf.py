@@ -1,71 +1,132 @@
-"""Map our Llama-style `GPT` to and from Hugging Face `LlamaForCausalLM`.
+"""Map our `GPT` to and from Hugging Face: Llama, GPT-NeoX (Pythia) and OLMo 2.
 
 Design choices:
 - Pure functions over dicts and tensors: no file I/O and no `transformers` import,
   so exporting works without transformers installed; writing files is the
   caller's job (safetensors + config.json).
-- Our rotary embeddings already use HF's rotate_half convention, so every weight
-  maps by name only: no permutation of wq/wk, no reshaping.
+- `ModelConfig.family` picks the HF class; each family is one `_Family` record (class,
+  parameter names, the layout switches it requires). A config whose switches the
+  class cannot express (e.g. "llama" with parallel_residual, "neox" with qk_norm)
+  raises ValueError naming the field.
+- Our rotary embeddings use HF's rotate_half convention (partial rotary as in
+  GPT-NeoX: the first rotary_dims of each head), so weights map by name only, except
+  GPT-NeoX's fused `attention.query_key_value`, whose rows are interleaved per head:
+  viewed as (n_heads, 3, head_dim, d) they are [q_h; k_h; v_h] for each head h. Our
+  separate wq/wk/wv are stacked on dim 1 to fuse, unbound to split (biases alike).
+- GPT-NeoX's output matrix is written as `embed_out.weight`, its name in the
+  published Pythia checkpoints (transformers 4.x's attribute; 5.x renames it to
+  `lm_head` when loading); import accepts either name.
 - The exported `vocab_size` is `padded_vocab_size` (the real shape of the matrices);
   the tokenizer's true vocabulary size lives in our own `strata.json`.
-- `config.json` carries both the transformers 4.x rope keys (`rope_theta`, no
-  scaling) and the 5.x `rope_parameters` dict, so it loads in transformers 4.45+.
-- Tied embeddings: `lm_head.weight` is omitted on export (HF re-ties it from
+- `config.json` carries both the transformers 4.x rope keys (`rope_theta`, GPT-NeoX's
+  `rotary_pct` / `rotary_emb_base`) and the 5.x `rope_parameters` dict (with
+  `partial_rotary_factor` for GPT-NeoX), so it loads in transformers 4.45+ and 5.x.
+- Tied embeddings: the output matrix is omitted on export (HF re-ties it from
   `tie_word_embeddings`) and recreated from the embedding on import.
+- Training-only fields (init, z_loss, loss_chunk_size, document_mask) have no HF
+  counterpart; `config_from_hf` sets `init` to the family's own scheme.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from model import ModelConfig
 
-# Our per-layer parameter name -> HF's, under `layers.{i}.` / `model.layers.{i}.`.
-_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "attn.wq.weight": "self_attn.q_proj.weight",
-    "attn.wk.weight": "self_attn.k_proj.weight",
-    "attn.wv.weight": "self_attn.v_proj.weight",
-    "attn.wo.weight": "self_attn.o_proj.weight",
-    "mlp_norm.weight": "post_attention_layernorm.weight",
-    "mlp.w1.weight": "mlp.gate_proj.weight",
-    "mlp.w3.weight": "mlp.up_proj.weight",
-    "mlp.w2.weight": "mlp.down_proj.weight",
-}
-_TOP_NAMES = {
-    "tok_embeddings.weight": "model.embed_tokens.weight",
-    "norm.weight": "model.norm.weight",
-    "lm_head.weight": "lm_head.weight",
-}
+
+@dataclass(frozen=True)
+class _Family:
+    hf_class: str
+    model_type: str
+    layer_prefix: str
+    """HF prefix of layer i, with `{i}`."""
+    norms: tuple[tuple[str, str], ...]
+    """(our module, HF module) for the norms inside a layer."""
+    linears: tuple[tuple[str, str], ...]
+    """(our module, HF module) for the linears inside a layer."""
+    top: tuple[str, str, str]
+    """HF modules of the embedding, the final norm and the output matrix."""
+    fused_qkv: str | None = None
+    """HF module of the fused q/k/v linear (GPT-NeoX), fused from our wq, wk, wv."""
+    layout: dict[str, Any] = field(default_factory=dict)
+    """ModelConfig values this class requires."""
+
+
+_ATTN = (("attn.wq", "self_attn.q_proj"), ("attn.wk", "self_attn.k_proj"),
+         ("attn.wv", "self_attn.v_proj"), ("attn.wo", "self_attn.o_proj"))  # fmt: skip
+_SWIGLU = (("mlp.w1", "mlp.gate_proj"), ("mlp.w3", "mlp.up_proj"), ("mlp.w2", "mlp.down_proj"))
+_LLAMA_TOP = ("model.embed_tokens", "model.norm", "lm_head")
+_PLAIN = dict(parallel_residual=False, rotary_pct=1.0, norm="rmsnorm", mlp="swiglu")
+
+FAMILIES: dict[str, _Family] = {
+    "llama": _Family(
+        "LlamaForCausalLM", "llama", "model.layers.{i}.",
+        norms=(("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm")),
+        linears=_ATTN + _SWIGLU, top=_LLAMA_TOP,
+        layout=dict(_PLAIN, qk_norm=False, norm_placement="pre"),
+    ),
+    "neox": _Family(
+        "GPTNeoXForCausalLM", "gpt_neox", "gpt_neox.layers.{i}.",
+        norms=(("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm")),
+        linears=(("attn.wo", "attention.dense"), ("mlp.w1", "mlp.dense_h_to_4h"),
+                 ("mlp.w2", "mlp.dense_4h_to_h")),
+        top=("gpt_neox.embed_in", "gpt_neox.final_layer_norm", "embed_out"),
+        fused_qkv="attention.query_key_value",
+        layout=dict(norm="layernorm", norm_bias=True, mlp="gelu", bias=True, qk_norm=False,
+                    norm_placement="pre"),
+    ),
+    "olmo2": _Family(
+        "Olmo2ForCausalLM", "olmo2", "model.layers.{i}.",
+        norms=(("attn_norm", "post_attention_layernorm"),
+               ("mlp_norm", "post_feedforward_layernorm"),
+               ("attn.q_norm", "self_attn.q_norm"), ("attn.k_norm", "self_attn.k_norm")),
+        linears=_ATTN + _SWIGLU, top=_LLAMA_TOP,
+        layout=dict(_PLAIN, bias=False, qk_norm=True, norm_placement="post"),
+    ),
+}  # fmt: skip
+_FAMILY_OF_MODEL_TYPE = {fam.model_type: name for name, fam in FAMILIES.items()}
+_FAMILY_OF_CLASS = {fam.hf_class: name for name, fam in FAMILIES.items()}
+
+
+def check_hf_compatible(config: ModelConfig) -> _Family:
+    """The config's `_Family`; ValueError naming the first field its HF class cannot express."""
+    fam = FAMILIES[config.family]
+    required = dict(fam.layout)
+    if config.family == "neox":  # GPT-NeoX has no grouped-query attention
+        required["n_kv_heads"] = config.n_heads
+    for name, value in required.items():
+        if getattr(config, name) != value:
+            raise ValueError(
+                f"ModelConfig.{name}={getattr(config, name)!r} has no equivalent in "
+                f"{fam.hf_class}: family {config.family!r} needs {name}={value!r}"
+            )
+    return fam
 
 
 def hf_config(
     config: ModelConfig, *, bos_id: int | None, eos_id: int | None, pad_id: int | None = None
 ) -> dict[str, Any]:
-    """A `config.json` dict that `LlamaForCausalLM` / `AutoModelForCausalLM` loads."""
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    """A `config.json` dict that the family's HF class / `AutoModelForCausalLM` loads."""
+    fam = check_hf_compatible(config)
+    theta = config.rope_theta
+    out = {
+        "architectures": [fam.hf_class],
+        "model_type": fam.model_type,
         "vocab_size": config.padded_vocab_size,
         "hidden_size": config.d_model,
         "intermediate_size": config.d_ff,
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.n_kv_heads,
-        "head_dim": config.head_dim,
-        "hidden_act": "silu",
         "max_position_embeddings": config.max_seq_len,
-        "rms_norm_eps": config.norm_eps,
-        "rope_theta": config.rope_theta,  # transformers 4.x
-        "rope_scaling": None,  # transformers 4.x
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},  # 5.x
+        "rope_theta": theta,  # transformers 4.x
+        "rope_parameters": {"rope_type": "default", "rope_theta": theta},  # 5.x
         "tie_word_embeddings": config.tie_embeddings,
-        "attention_bias": False,
+        "attention_bias": config.bias,
         "attention_dropout": 0.0,
-        "mlp_bias": False,
         "initializer_range": config.init_std,
         "torch_dtype": "float32",
         "use_cache": True,
@@ -73,48 +134,102 @@ def hf_config(
         "eos_token_id": eos_id,
         "pad_token_id": pad_id,
     }
+    if config.family == "neox":
+        out["rope_parameters"]["partial_rotary_factor"] = config.rotary_pct
+        return {**out, "hidden_act": "gelu", "layer_norm_eps": config.norm_eps,
+                "rotary_pct": config.rotary_pct, "rotary_emb_base": theta,
+                "use_parallel_residual": config.parallel_residual,
+                "hidden_dropout": 0.0}  # fmt: skip
+    out.update(num_key_value_heads=config.n_kv_heads, hidden_act="silu",
+               rms_norm_eps=config.norm_eps, rope_scaling=None)  # fmt: skip
+    if config.family == "llama":
+        out.update(head_dim=config.head_dim, mlp_bias=config.bias)
+    return out
+
+
+def _hf_family(hf: dict[str, Any]) -> str:
+    """Our family for an HF config dict: by model_type, else by architecture (else Llama)."""
+    model_type = hf.get("model_type")
+    if model_type is None:
+        arch = (hf.get("architectures") or ["LlamaForCausalLM"])[0]
+        if arch not in _FAMILY_OF_CLASS:
+            raise ValueError(
+                f"config_from_hf: architecture {arch!r} is not supported; "
+                f"supported: {list(_FAMILY_OF_CLASS)}"
+            )
+        return _FAMILY_OF_CLASS[arch]
+    if model_type not in _FAMILY_OF_MODEL_TYPE:
+        raise ValueError(
+            f"config_from_hf: model_type={model_type!r} is not supported; "
+            f"supported: {list(_FAMILY_OF_MODEL_TYPE)}"
+        )
+    return _FAMILY_OF_MODEL_TYPE[model_type]
+
+
+_Checks = dict[str, tuple[Any, Any]]  # HF key -> (value found, the only value we support)
+
+
+def _family_fields(
+    family: str, hf: dict[str, Any], rope: dict[str, Any]
+) -> tuple[dict[str, Any], _Checks]:
+    """(ModelConfig fields that differ between families, HF values that must match)."""
+    heads = hf["num_attention_heads"]
+    if family == "neox":
+        pct = rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25))
+        fields = dict(n_kv_heads=heads, rotary_pct=float(pct), bias=True,
+                      parallel_residual=bool(hf.get("use_parallel_residual", True)),
+                      norm="layernorm", norm_bias=True, mlp="gelu", init="neox",
+                      norm_eps=float(hf.get("layer_norm_eps", 1e-5)))  # fmt: skip
+        checks = {"hidden_act": (hf.get("hidden_act", "gelu"), "gelu"),
+                  "attention_bias": (hf.get("attention_bias", True), True)}  # fmt: skip
+        return fields, checks
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    eps = hf.get("rms_norm_eps", 1e-6 if family == "llama" else 1e-5)  # HF defaults
+    fields = dict(n_kv_heads=hf.get("num_key_value_heads") or heads, norm_eps=float(eps))
+    checks = {"hidden_act": (hf.get("hidden_act", "silu"), "silu"),
+              "head_dim": (head_dim, hf["hidden_size"] // heads),
+              "partial_rotary_factor": (rope.get("partial_rotary_factor", 1.0), 1.0)}  # fmt: skip
+    if family == "olmo2":
+        checks["attention_bias"] = (hf.get("attention_bias", False), False)
+        fields.update(qk_norm=True, norm_placement="post", init="olmo2")
+    else:
+        bias = hf.get("attention_bias", False)
+        checks["mlp_bias"] = (hf.get("mlp_bias", False), bias)  # our one `bias` covers both
+        fields.update(bias=bool(bias))
+    return fields, checks
 
 
 def config_from_hf(hf: dict[str, Any], *, vocab_size: int | None = None) -> ModelConfig:
-    """ModelConfig for a Llama `config.json` dict; raises ValueError if it cannot map.
+    """ModelConfig for a Llama / GPT-NeoX / OLMo 2 `config.json` dict; ValueError if it cannot map.
 
     `vocab_size` (the tokenizer's real size) may be given when the HF vocab is a
     padded one; it must pad back to exactly the HF vocab_size.
     """
-    if hf.get("model_type", "llama") != "llama":
-        raise ValueError(f"config_from_hf: model_type={hf['model_type']!r}, expected 'llama'")
+    family = _hf_family(hf)
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    unsupported = {
-        "hidden_act": (hf.get("hidden_act", "silu"), "silu"),
-        "attention_bias": (hf.get("attention_bias", False), False),
-        "mlp_bias": (hf.get("mlp_bias", False), False),
-        "rope_type": (rope.get("rope_type", rope.get("type", "default")), "default"),
-        "head_dim": (
-            hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
-            hf["hidden_size"] // hf["num_attention_heads"],
-        ),
-    }
-    for key, (got, expected) in unsupported.items():
+    fields, checks = _family_fields(family, hf, rope)
+    checks["rope_type"] = (rope.get("rope_type", rope.get("type", "default")), "default")
+    for key, (got, expected) in checks.items():
         if got != expected:
             raise ValueError(
                 f"config_from_hf: {key}={got!r} is not supported, expected {expected!r}"
             )
+    theta = rope.get("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base", 10000.0)))
     hf_vocab = hf["vocab_size"]
     real_vocab = hf_vocab if vocab_size is None else vocab_size
-    multiple = 64 if hf_vocab % 64 == 0 else hf_vocab
     config = ModelConfig(
         vocab_size=real_vocab,
         d_model=hf["hidden_size"],
         n_layers=hf["num_hidden_layers"],
         n_heads=hf["num_attention_heads"],
-        n_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
         d_ff=hf["intermediate_size"],
         max_seq_len=hf["max_position_embeddings"],
-        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(theta),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         init_std=float(hf.get("initializer_range", 0.02)),
-        vocab_multiple=multiple,
+        vocab_multiple=64 if hf_vocab % 64 == 0 else hf_vocab,
+        family=family,
+        **fields,
     )
     if config.padded_vocab_size != hf_vocab:
         raise ValueError(
@@ -124,15 +239,37 @@ def config_from_hf(hf: dict[str, Any], *, vocab_size: int | None = None) -> Mode
     return config
 
 
-def _expected_names(config: ModelConfig) -> dict[str, str]:
-    """Our state_dict name -> HF name, for every weight of `config` (in layer order)."""
-    names = {"tok_embeddings.weight": _TOP_NAMES["tok_embeddings.weight"]}
+def _names(config: ModelConfig) -> list[tuple[tuple[str, ...], str]]:
+    """(our state_dict names, HF name) for every weight; several ours = a fused q/k/v."""
+    fam = check_hf_compatible(config)
+    embed, final_norm, head = fam.top
+    norm_p = ("weight", "bias") if config.norm_bias else ("weight",)
+    lin_p = ("weight", "bias") if config.bias else ("weight",)
+    pairs = [(("tok_embeddings.weight",), f"{embed}.weight")]
     for i in range(config.n_layers):
-        for ours, theirs in _LAYER_NAMES.items():
-            names[f"layers.{i}.{ours}"] = f"model.layers.{i}.{theirs}"
-    names["norm.weight"] = _TOP_NAMES["norm.weight"]
-    names["lm_head.weight"] = _TOP_NAMES["lm_head.weight"]
-    return names
+        ours, theirs = f"layers.{i}.", fam.layer_prefix.format(i=i)
+        pairs += [((f"{ours}{o}.{p}",), f"{theirs}{t}.{p}") for o, t in fam.norms for p in norm_p]
+        if fam.fused_qkv:
+            for p in lin_p:
+                qkv = tuple(f"{ours}attn.{w}.{p}" for w in ("wq", "wk", "wv"))
+                pairs.append((qkv, f"{theirs}{fam.fused_qkv}.{p}"))
+        pairs += [((f"{ours}{o}.{p}",), f"{theirs}{t}.{p}") for o, t in fam.linears for p in lin_p]
+    pairs += [((f"norm.{p}",), f"{final_norm}.{p}") for p in norm_p]
+    pairs.append((("lm_head.weight",), f"{head}.weight"))
+    return pairs
+
+
+def _fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(H*D, ...) x 3 -> (3*H*D, ...) with rows ordered (head, q/k/v, dim) as in GPT-NeoX."""
+    parts = [t.reshape(n_heads, -1, *t.shape[1:]) for t in (q, k, v)]  # (H, D, ...)
+    return torch.stack(parts, dim=1).reshape(3 * q.shape[0], *q.shape[1:])  # (H, 3, D, ...)
+
+
+def _split_qkv(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, ...]:
+    """Inverse of `_fuse_qkv`: (3*H*D, ...) -> q, k, v, each (H*D, ...), contiguous."""
+    rows = qkv.shape[0] // 3
+    per_head = qkv.reshape(n_heads, 3, -1, *qkv.shape[1:])  # (H, 3, D, ...)
+    return tuple(t.reshape(rows, *qkv.shape[1:]).contiguous() for t in per_head.unbind(1))
 
 
 def _check_keys(given: set[str], expected: set[str], where: str) -> None:
@@ -144,28 +281,42 @@ def _check_keys(given: set[str], expected: set[str], where: str) -> None:
 def to_hf_state_dict(
     state_dict: dict[str, torch.Tensor], config: ModelConfig
 ) -> dict[str, torch.Tensor]:
-    """Our `GPT.state_dict()` -> HF Llama names (contiguous; lm_head omitted when tied)."""
-    names = _expected_names(config)
+    """Our `GPT.state_dict()` -> the family's HF names (contiguous; output omitted when tied)."""
+    pairs = _names(config)
     optional = {"lm_head.weight"} if config.tie_embeddings else set()
-    _check_keys(set(state_dict) | optional, set(names), "to_hf_state_dict")
+    expected = {name for ours, _ in pairs for name in ours}
+    _check_keys(set(state_dict) | optional, expected, "to_hf_state_dict")
     out = {}
-    for ours, theirs in names.items():
-        if ours in optional:
+    for ours, theirs in pairs:
+        if ours[0] in optional:
             continue
-        out[theirs] = state_dict[ours].detach().contiguous()
+        tensors = [state_dict[name].detach() for name in ours]
+        out[theirs] = _fuse_qkv(*tensors, config.n_heads) if len(ours) == 3 else tensors[0]
+        out[theirs] = out[theirs].contiguous()
     return out
+
+
+# HF buffers that some versions keep in the state_dict; recomputed, never loaded.
+_BUFFERS = re.compile(r"rotary_emb\.|\.attention\.(bias|masked_bias)$")
 
 
 def from_hf_state_dict(
     hf_state_dict: dict[str, torch.Tensor], config: ModelConfig
 ) -> dict[str, torch.Tensor]:
-    """HF Llama weights -> a state_dict `GPT(config).load_state_dict` accepts (strict)."""
-    names = {theirs: ours for ours, theirs in _expected_names(config).items()}
-    # HF keeps rotary inv_freq as a buffer in some versions; it is recomputed, not loaded.
-    hf_sd = {k: v for k, v in hf_state_dict.items() if not re.search(r"rotary_emb\.", k)}
-    optional = {"lm_head.weight"} if config.tie_embeddings else set()
-    _check_keys(set(hf_sd) | optional, set(names), "from_hf_state_dict")
-    out = {ours: hf_sd[theirs].contiguous() for theirs, ours in names.items() if theirs in hf_sd}
+    """HF weights -> a state_dict `GPT(config).load_state_dict` accepts (strict)."""
+    pairs = _names(config)
+    hf_sd = {k: v for k, v in hf_state_dict.items() if not _BUFFERS.search(k)}
+    head = pairs[-1][1]
+    if head not in hf_sd and "lm_head.weight" in hf_sd:  # GPT-NeoX under transformers 5
+        hf_sd[head] = hf_sd.pop("lm_head.weight")
+    optional = {head} if config.tie_embeddings else set()
+    _check_keys(set(hf_sd) | optional, {theirs for _, theirs in pairs}, "from_hf_state_dict")
+    out = {}
+    for ours, theirs in pairs:
+        if theirs not in hf_sd:
+            continue
+        parts = _split_qkv(hf_sd[theirs], config.n_heads) if len(ours) == 3 else (hf_sd[theirs],)
+        out.update({name: t.contiguous() for name, t in zip(ours, parts, strict=True)})
     if config.tie_embeddings:
         out["lm_head.weight"] = out["tok_embeddings.weight"]
     return out

@@ -1,9 +1,16 @@
-"""Model configuration: one typed dataclass plus named presets.
+"""Model configuration: one typed dataclass plus named presets (`model/presets.py`).
 
 Design choices:
-- `ModelConfig` describes a Llama-style decoder (RMSNorm, SwiGLU, GQA, full rotary).
-  Every field is a plain value so a config round-trips through TOML/JSON
-  (`to_dict` / `from_dict`) and into a published checkpoint's `strata.json`.
+- `ModelConfig` describes a decoder-only transformer whose layout is a handful of
+  plain switches (norm type, MLP type, biases, residual form, norm placement,
+  partial rotary, qk-norm). The defaults are the Llama layout (RMSNorm, SwiGLU, GQA,
+  full rotary, pre-norm, no biases); GPT-NeoX / Pythia and OLMo 2 are other settings
+  of the same switches, not other classes. `family` names the Hugging Face class a
+  config exports to (`checkpoints/hf.py` checks the switches fit it); `init` names
+  the initialisation scheme (`model/init.py`).
+- Every field is a plain value so a config round-trips through TOML/JSON
+  (`to_dict` / `from_dict`) and into a published checkpoint's `strata.json`. Fields
+  added later have defaults, so older `strata.json` files still load.
 - Validation happens once, in `__post_init__`. Every error is one line naming the
   field and what was expected, and every error is a `ValueError` (wrong types
   included), so callers need to catch one exception type.
@@ -21,47 +28,27 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-# fmt: off
-# Presets reproduce the published architectures (and parameter counts) of the
-# models they are named after; `debug` and `quickstart` are ours.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Tiny, for tests: builds and runs in milliseconds.
-    "debug": dict(
-        vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192,
-        max_seq_len=256,
-    ),
-    # Small Llama-style model that trains on a 2-core CPU in minutes (~4.0M params).
-    "quickstart": dict(
-        vocab_size=4096, d_model=256, n_layers=4, n_heads=8, n_kv_heads=4, d_ff=688,
-        max_seq_len=512, tie_embeddings=True,
-    ),
-    # HuggingFaceTB/SmolLM-135M: 134,515,008 parameters.
-    "smollm-135m": dict(
-        vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_ff=1536,
-        max_seq_len=2048, tie_embeddings=True,
-    ),
-    # TinyLlama/TinyLlama-1.1B: 1,100,048,384 parameters.
-    "tinyllama-1.1b": dict(
-        vocab_size=32000, d_model=2048, n_layers=22, n_heads=32, n_kv_heads=4, d_ff=5632,
-        max_seq_len=2048,
-    ),
-    # meta-llama/Llama-2-7b: 6,738,415,616 parameters.
-    "llama2-7b": dict(
-        vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, d_ff=11008,
-        max_seq_len=4096,
-    ),
-    # meta-llama/Meta-Llama-3-8B: 8,030,261,248 parameters.
-    "llama3-8b": dict(
-        vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
-        max_seq_len=8192, rope_theta=500000.0,
-    ),
+from model.presets import PRESETS
+
+# The allowed values of each string field.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "family": ("llama", "neox", "olmo2"),
+    "norm": ("rmsnorm", "layernorm"),
+    "mlp": ("swiglu", "gelu"),
+    "norm_placement": ("pre", "post"),
+    "init": ("llama", "neox", "olmo2"),
 }
-# fmt: on
+# Fields that must be > 0 (the rest of the numbers may be 0, or are checked apart).
+_POSITIVE = (
+    "vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len",
+    "rope_theta", "norm_eps", "init_std", "vocab_multiple",
+)  # fmt: skip
+_NON_NEGATIVE = ("z_loss", "loss_chunk_size")
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of a Llama-style decoder-only transformer."""
+    """Architecture of a decoder-only transformer (Llama layout unless told otherwise)."""
 
     vocab_size: int
     """Number of real tokens (the tokenizer's vocabulary size)."""
@@ -74,30 +61,67 @@ class ModelConfig:
     n_kv_heads: int
     """Number of key/value heads (grouped-query attention); must divide n_heads."""
     d_ff: int
-    """Hidden size of the SwiGLU MLP."""
+    """Hidden size of the MLP (SwiGLU: per branch; GELU: the 4 * d_model of GPT-NeoX)."""
     max_seq_len: int
     """Longest sequence the model accepts; rotary tables are precomputed to this length."""
     rope_theta: float = 10000.0
     """Base of the rotary frequencies."""
     norm_eps: float = 1e-5
-    """Epsilon of every RMSNorm."""
+    """Epsilon of every norm (RMSNorm or LayerNorm)."""
     tie_embeddings: bool = False
     """Share the token embedding matrix with the output projection (lm_head)."""
     init_std: float = 0.02
-    """Standard deviation of the normal init of embeddings and linear layers."""
+    """Std of the normal init for the "llama" and "olmo2" schemes ("neox" derives its own)."""
     vocab_multiple: int = 64
     """Embedding/output rows are padded to a multiple of this (1 disables padding)."""
+    family: str = "llama"
+    """Hugging Face class this maps to: "llama" (Llama), "neox" (GPT-NeoX), "olmo2" (OLMo 2)."""
+    norm: str = "rmsnorm"
+    """Norm type: "rmsnorm" or "layernorm"."""
+    norm_bias: bool = False
+    """Give every LayerNorm a bias (GPT-NeoX); needs norm="layernorm"."""
+    mlp: str = "swiglu"
+    """MLP type: "swiglu" (w2(silu(w1 x) * w3 x)) or "gelu" (w2(gelu(w1 x)), GPT-NeoX)."""
+    bias: bool = False
+    """Biases on the attention q/k/v/o projections and the MLP linears."""
+    parallel_residual: bool = False
+    """GPT-NeoX residual: x + attn(norm1(x)) + mlp(norm2(x)) instead of two sequential adds."""
+    rotary_pct: float = 1.0
+    """Fraction of each head's dims that rotate (the first ones; Pythia: 0.25)."""
+    qk_norm: bool = False
+    """Norm over the whole q and k projections (all heads together) before rotary (OLMo 2)."""
+    norm_placement: str = "pre"
+    """Where norms go: "pre", x + f(norm(x)); "post", x + norm(f(x)), no input norm (OLMo 2)."""
+    init: str = "llama"
+    """Init scheme: "llama", "neox" (small_init + wang_init) or "olmo2" (see model/init.py)."""
+    z_loss: float = 0.0
+    """Coefficient of PaLM's z-loss, mean of log(Z)^2 over real targets, added to the loss."""
+    loss_chunk_size: int = 0
+    """0: plain loss; > 0: loss over chunks of this many positions (logits never whole)."""
+    document_mask: bool = False
+    """When true the trainer passes segment ids so attention never crosses an EOS boundary."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
         # Accept ints for float fields (TOML writes `rope_theta = 10000`).
-        self.rope_theta = float(self.rope_theta)
-        self.norm_eps = float(self.norm_eps)
-        self.init_std = float(self.init_std)
         for f in dataclasses.fields(self):
-            if f.type != "bool" and getattr(self, f.name) <= 0:
-                raise ValueError(f"ModelConfig.{f.name}={getattr(self, f.name)} must be > 0")
+            if f.type == "float":
+                setattr(self, f.name, float(getattr(self, f.name)))
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)} must be > 0")
+        for name in _NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)} must be >= 0")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"ModelConfig.{name}={getattr(self, name)!r} must be one of {list(choices)}"
+                )
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"ModelConfig.n_heads={self.n_heads} must divide d_model={self.d_model}"
@@ -106,16 +130,32 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}"
             )
-        if self.head_dim % 2:
+        if not 0.0 < self.rotary_pct <= 1.0:
+            raise ValueError(f"ModelConfig.rotary_pct={self.rotary_pct} must be in (0, 1]")
+        if self.rotary_pct == 1.0 and self.head_dim % 2:
             raise ValueError(
                 f"ModelConfig.n_heads={self.n_heads} gives odd head_dim={self.head_dim}; "
                 "rotary embeddings need an even head_dim"
+            )
+        if self.rotary_dims % 2 or self.rotary_dims == 0:
+            raise ValueError(
+                f"ModelConfig.rotary_pct={self.rotary_pct} gives rotary_dims={self.rotary_dims} "
+                f"of head_dim={self.head_dim}; rotary needs an even number > 0"
+            )
+        if self.norm_bias and self.norm != "layernorm":
+            raise ValueError(
+                f"ModelConfig.norm_bias=True needs norm='layernorm', got norm={self.norm!r}"
             )
 
     @property
     def head_dim(self) -> int:
         """Width of one attention head (d_model // n_heads)."""
         return self.d_model // self.n_heads
+
+    @property
+    def rotary_dims(self) -> int:
+        """Dims of each head that rotate: int(head_dim * rotary_pct), as Hugging Face computes."""
+        return int(self.head_dim * self.rotary_pct)
 
     @property
     def padded_vocab_size(self) -> int:
@@ -164,11 +204,11 @@ def _check_keys(d: dict[str, Any], what: str) -> None:
             raise ValueError(f"unknown ModelConfig {what} {key!r}; {hint}valid fields: {valid}")
 
 
-_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> None:
-    """Check a field against its (string) annotation: int, float or bool."""
+    """Check a field against its (string) annotation: int, float, bool or str."""
     expected = _TYPES[str(annotation)]
     # bool is a subclass of int: `n_layers=True` is a mistake, not a 1.
     if not isinstance(value, expected) or (bool not in expected and isinstance(value, bool)):

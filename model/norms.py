@@ -1,16 +1,23 @@
-"""RMSNorm (Zhang & Sennrich, 2019), as in Llama.
+"""Norms: RMSNorm (Zhang & Sennrich, 2019), as in Llama and OLMo 2, and LayerNorm (GPT-NeoX).
 
 Design choices:
-- The statistic is computed in float32 whatever the input dtype, and the result is
-  cast back before the gain is applied, in the same order as Hugging Face's
-  `LlamaRMSNorm`, so exported weights give the same numbers in bf16 too.
-- No bias and no mean subtraction; the gain starts at ones (`reset_parameters`).
+- RMSNorm's statistic is computed in float32 whatever the input dtype, and the result
+  is cast back before the gain is applied, in the same order as Hugging Face's
+  `LlamaRMSNorm`, so exported weights give the same numbers in bf16 too. (HF's
+  `Olmo2RMSNorm` applies the gain before the cast: identical in fp32, one bf16
+  rounding apart in bf16.)
+- LayerNorm is `torch.nn.LayerNorm` itself (optionally without bias), exactly what
+  Hugging Face GPT-NeoX uses, so its numbers match bit for bit.
+- `make_norm(config, dim)` is the one place that picks the type from the config;
+  `NORM_TYPES` lets the init find every norm. Gains start at ones, biases at zeros.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from model.config import ModelConfig
 
 
 class RMSNorm(nn.Module):
@@ -33,3 +40,13 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+NORM_TYPES = (RMSNorm, nn.LayerNorm)
+
+
+def make_norm(config: ModelConfig, dim: int) -> nn.Module:
+    """The config's norm over a last dimension of size `dim`."""
+    if config.norm == "layernorm":
+        return nn.LayerNorm(dim, eps=config.norm_eps, bias=config.norm_bias)
+    return RMSNorm(dim, config.norm_eps)

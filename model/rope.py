@@ -8,8 +8,11 @@ Design choices:
 - cos/sin tables are precomputed once for `max_seq_len` positions, in float32, as
   (T, head_dim) tensors; the model keeps them as non-persistent buffers and slices
   the first T rows per forward. They are cast to the activation dtype when applied.
-- Full rotary (every dimension of the head rotates); partial rotary can be added
-  here later without touching attention.
+- Partial rotary (GPT-NeoX / Pythia `rotary_pct`): the tables are built for the
+  first `rotary_dims` dims of a head only, and `apply_rotary` rotates those dims
+  (rotate_half within them) and passes the rest through, as Hugging Face GPT-NeoX
+  does. The table width says how many dims rotate; full rotary is the case
+  rotary_dims == head_dim.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import torch
 def rope_tables(
     head_dim: int, seq_len: int, theta: float = 10000.0, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (cos, sin), each (seq_len, head_dim) float32, for positions 0..seq_len-1."""
+    """Return (cos, sin), each (seq_len, head_dim) float32, for positions 0..seq_len-1.
+
+    `head_dim` here is the number of dims that rotate (`ModelConfig.rotary_dims`).
+    """
     # Same arithmetic as HF's default rope init, so the tables match to the last bit.
     exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
     inv_freq = 1.0 / (theta**exponents)  # (D/2,)
@@ -37,6 +43,13 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, T, D) by position; cos/sin are (T, D) tables for those positions."""
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, D), broadcast over (B, H)
-    return x * cos + rotate_half(x) * sin
+    """Rotate x (B, H, T, D) by position; cos/sin are (T, R) tables, R <= D dims rotate.
+
+    With R < D only the first R dims of each head rotate; the other D - R pass through.
+    """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, R), broadcast over (B, H)
+    R = cos.size(-1)
+    if R == x.size(-1):
+        return x * cos + rotate_half(x) * sin
+    x_rot, x_pass = x[..., :R], x[..., R:]  # (B, H, T, R), (B, H, T, D - R)
+    return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)

@@ -1,61 +1,89 @@
-"""The transformer: `Block` (pre-norm attention + SwiGLU) and `GPT` (the whole model).
+"""The transformer: `Block` (attention + MLP with residuals) and `GPT` (the whole model).
 
 Design choices:
-- Llama layout: token embedding -> n_layers x [x + attn(norm(x)); x + mlp(norm(x))]
-  -> final RMSNorm -> lm_head. No biases, no dropout, no absolute positions.
-  Parameter names (`tok_embeddings`, `layers.{i}.attn.wq`, ..., `norm`, `lm_head`)
-  are a contract: checkpoints and `checkpoints/hf.py` rely on them.
+- One block class whose layout comes from the config (`model/config.py`):
+  token embedding -> n_layers x block -> final norm -> lm_head, where a block is
+  pre-norm sequential (Llama): x = x + attn(norm1(x)); x = x + mlp(norm2(x)),
+  pre-norm parallel (GPT-NeoX): x = x + attn(norm1(x)) + mlp(norm2(x)), or
+  post-norm (OLMo 2, "reordered norm"): x = x + norm1(attn(x)); x = x + norm2(mlp(x)).
+  No dropout, no absolute positions. Parameter names (`tok_embeddings`,
+  `layers.{i}.attn_norm`, `layers.{i}.attn.wq`, ..., `layers.{i}.mlp_norm`,
+  `layers.{i}.mlp.w1`, `norm`, `lm_head`) are a contract: checkpoints and
+  `checkpoints/hf.py` rely on them. `attn_norm` / `mlp_norm` name the norm that
+  belongs to each sublayer, whether it sits before it (pre) or after it (post).
 - The embedding and lm_head have `padded_vocab_size` rows; logits are sliced to
   `vocab_size` before they are returned or used in the loss, so the padding rows
   never receive probability mass.
-- Rotary cos/sin tables live once on the model as non-persistent buffers (not in
-  the state_dict) and are passed to each block.
+- Rotary cos/sin tables (`rotary_dims` wide) live once on the model as
+  non-persistent buffers (not in the state_dict) and are passed to each block.
 - Two-phase construction so big models can be built on the meta device, sharded,
   then materialised: `GPT(config)` under `torch.device("meta")` allocates nothing;
   after `model.to_empty(device=...)` the caller runs `model.init_weights(seed)`,
-  which fills every parameter and recomputes the rotary buffers. Built on a real
-  device, `__init__` calls `init_weights()` itself (global RNG, so
-  `torch.manual_seed` makes it reproducible).
-- Init: normal(0, init_std) for embeddings and linears; the residual output
-  projections (`wo`, `w2`) use init_std / sqrt(2 * n_layers) (GPT-2); norm gains 1.
-- The loss is mean cross-entropy computed in float32 with ignore_index=-100.
+  which fills every parameter (scheme `config.init`, see `model/init.py`) and
+  recomputes the rotary buffers. Built on a real device, `__init__` calls
+  `init_weights()` itself (global RNG, so `torch.manual_seed` makes it reproducible).
+- The loss (`model/loss.py`) is mean cross-entropy in float32 with ignore_index=-100,
+  plus PaLM's z-loss when `config.z_loss > 0`; forward returns the total and keeps
+  the z term (already scaled by z_loss, detached) in `model.last_z_loss` for logging.
+  With `config.loss_chunk_size > 0` the loss is computed in chunks from the hidden
+  states and forward returns `(None, loss)`: the whole-batch logits are never built.
+- `segment_ids` (B, T) pass straight through to the attention kernel (document
+  masking); the model never builds them.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.attention import Attention
 from model.config import ModelConfig
-from model.mlp import SwiGLU
-from model.norms import RMSNorm
+from model.init import init_parameters
+from model.loss import IGNORE_INDEX, chunked_loss, loss_from_logits
+from model.mlp import make_mlp
+from model.norms import make_norm
 from model.rope import rope_tables
 
-IGNORE_INDEX = -100
+__all__ = ["GPT", "IGNORE_INDEX", "Block"]
 
 
 class Block(nn.Module):
-    """One pre-norm transformer layer."""
+    """One transformer layer: pre- or post-norm, sequential or parallel residual."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn_norm = make_norm(config, config.d_model)
         self.attn = Attention(config)
-        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.mlp = SwiGLU(config.d_model, config.d_ff)
+        self.mlp_norm = make_norm(config, config.d_model)
+        self.mlp = make_mlp(config)
+        self.parallel = config.parallel_residual
+        self.post_norm = config.norm_placement == "post"
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)  # (B, T, C)
-        x = x + self.mlp(self.mlp_norm(x))  # (B, T, C)
-        return x
+    def _attn(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seg: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.post_norm:
+            return self.attn_norm(self.attn(x, cos, sin, seg))
+        return self.attn(self.attn_norm(x), cos, sin, seg)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp_norm(self.mlp(x)) if self.post_norm else self.mlp(self.mlp_norm(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.parallel:
+            return x + self._attn(x, cos, sin, segment_ids) + self._mlp(x)  # (B, T, C)
+        x = x + self._attn(x, cos, sin, segment_ids)  # (B, T, C)
+        return x + self._mlp(x)  # (B, T, C)
 
 
 class GPT(nn.Module):
-    """Llama-style decoder-only language model."""
+    """Decoder-only language model (Llama, GPT-NeoX or OLMo 2 layout, from the config)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -63,12 +91,13 @@ class GPT(nn.Module):
         V, C = config.padded_vocab_size, config.d_model
         self.tok_embeddings = nn.Embedding(V, C)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.norm = RMSNorm(C, config.norm_eps)
+        self.norm = make_norm(config, C)
         self.lm_head = nn.Linear(C, V, bias=False)
         self._tie_weights()
-        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, D)
-        self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, D)
+        self.last_z_loss: torch.Tensor | None = None  # z term of the last loss, detached
+        cos, sin = rope_tables(config.rotary_dims, config.max_seq_len, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, R)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, R)
         if self.tok_embeddings.weight.device.type != "meta":
             self.init_weights()
 
@@ -78,7 +107,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
-        """Initialise every parameter and recompute the rotary buffers, in place.
+        """Initialise every parameter (scheme `config.init`) and the rotary buffers, in place.
 
         With `seed`, a private generator is used (same seed -> same weights, whatever
         the global RNG state); with None, the global RNG. Re-ties lm_head to the
@@ -89,42 +118,42 @@ class GPT(nn.Module):
         gen = None
         if seed is not None and device.type != "meta":
             gen = torch.Generator(device=device).manual_seed(seed)
-        std = self.config.init_std
-        out_std = std / math.sqrt(2 * self.config.n_layers)
-        # named_parameters() lists a tied weight once, in a fixed order.
-        for name, p in self.named_parameters():
-            if isinstance(self.get_submodule(name.rsplit(".", 1)[0]), RMSNorm):
-                nn.init.ones_(p)
-            elif name.endswith(("wo.weight", "w2.weight")):
-                nn.init.normal_(p, mean=0.0, std=out_std, generator=gen)
-            else:
-                nn.init.normal_(p, mean=0.0, std=std, generator=gen)
-        cos, sin = rope_tables(
-            self.config.head_dim, self.config.max_seq_len, self.config.rope_theta, device=device
-        )
+        init_parameters(self, self.config, gen)
+        c = self.config
+        cos, sin = rope_tables(c.rotary_dims, c.max_seq_len, c.rope_theta, device=device)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """idx (B, T) int64 -> logits (B, T, vocab_size); with targets, (logits, loss)."""
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
+        """idx (B, T) int64 -> logits (B, T, vocab_size); with targets, (logits, loss).
+
+        segment_ids (B, T): document ids for the attention kernel (model/attention.py).
+        With targets and `config.loss_chunk_size > 0` no logits are built: (None, loss).
+        The loss includes the z-loss; the z term alone (detached) is `self.last_z_loss`.
+        """
         B, T = idx.shape
-        if T > self.config.max_seq_len:
-            raise ValueError(
-                f"sequence length {T} exceeds ModelConfig.max_seq_len={self.config.max_seq_len}"
-            )
+        c = self.config
+        if T > c.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds ModelConfig.max_seq_len={c.max_seq_len}")
         x = self.tok_embeddings(idx)  # (B, T, C)
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, D)
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, R)
         for layer in self.layers:
-            x = layer(x, cos, sin)  # (B, T, C)
-        x = self.norm(x)
-        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, V)
+            x = layer(x, cos, sin, segment_ids)  # (B, T, C)
+        x = self.norm(x)  # (B, T, C)
+        if targets is not None and c.loss_chunk_size > 0:
+            loss, self.last_z_loss = chunked_loss(
+                x, self.lm_head.weight, targets, c.vocab_size, c.z_loss, c.loss_chunk_size
+            )
+            return None, loss
+        logits = self.lm_head(x)[..., : c.vocab_size]  # (B, T, V)
         if targets is None:
             return logits
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX
-        )
+        loss, self.last_z_loss = loss_from_logits(logits, targets, c.z_loss)
         return logits, loss
 
     def num_params(self, exclude_embeddings: bool = False) -> int:

@@ -146,11 +146,18 @@ def test_parameter_names_are_stable():
 
 
 def expected_params(cfg: ModelConfig) -> tuple[int, int]:
-    """(total, non-embedding) parameters, counted by hand."""
-    C, D = cfg.d_model, cfg.head_dim
-    attn = C * cfg.n_heads * D * 2 + C * cfg.n_kv_heads * D * 2
-    layer = attn + 3 * C * cfg.d_ff + 2 * C
-    non_embedding = cfg.n_layers * layer + C
+    """(total, non-embedding) parameters, counted by hand from the layout switches."""
+    C, D, F = cfg.d_model, cfg.head_dim, cfg.d_ff
+    dq, dkv = cfg.n_heads * D, cfg.n_kv_heads * D
+    per_norm = 2 if cfg.norm_bias else 1  # gain (+ bias)
+    attn = 2 * C * dq + 2 * C * dkv + (dq + 2 * dkv + C if cfg.bias else 0)
+    attn += (dq + dkv) * per_norm if cfg.qk_norm else 0
+    if cfg.mlp == "swiglu":
+        mlp = 3 * C * F + (2 * F + C if cfg.bias else 0)
+    else:
+        mlp = 2 * C * F + (F + C if cfg.bias else 0)
+    layer = attn + mlp + 2 * C * per_norm
+    non_embedding = cfg.n_layers * layer + C * per_norm
     vocab = cfg.padded_vocab_size * C * (1 if cfg.tie_embeddings else 2)
     return non_embedding + vocab, non_embedding
 

@@ -73,6 +73,21 @@ def test_from_dict_missing_required():
         (dict(n_layers=True), r"n_layers=True must be of type int"),
         (dict(d_model=64.0), r"d_model=64.0 must be of type int"),
         (dict(tie_embeddings=1), r"tie_embeddings=1 must be of type bool"),
+        (dict(family="gpt2"), r"family='gpt2' must be one of \['llama', 'neox', 'olmo2'\]"),
+        (dict(norm="batchnorm"), r"norm='batchnorm' must be one of"),
+        (dict(mlp="relu"), r"mlp='relu' must be one of \['swiglu', 'gelu'\]"),
+        (dict(norm_placement="sandwich"), r"norm_placement='sandwich' must be one of"),
+        (dict(init="xavier"), r"init='xavier' must be one of"),
+        (dict(family=1), r"family=1 must be of type str"),
+        (dict(norm_bias=True), r"norm_bias=True needs norm='layernorm'"),
+        (dict(rotary_pct=0.0), r"rotary_pct=0.0 must be in \(0, 1\]"),
+        (dict(rotary_pct=1.5), r"rotary_pct=1.5 must be in"),
+        (dict(rotary_pct=0.1), r"rotary_pct=0.1 gives rotary_dims=1"),
+        (dict(z_loss=-1e-4), r"z_loss=-0.0001 must be >= 0"),
+        (dict(loss_chunk_size=-1), r"loss_chunk_size=-1 must be >= 0"),
+        (dict(loss_chunk_size=8.0), r"loss_chunk_size=8.0 must be of type int"),
+        (dict(qk_norm="yes"), r"qk_norm='yes' must be of type bool"),
+        (dict(document_mask=1), r"document_mask=1 must be of type bool"),
     ],
 )
 def test_validation_names_field(overrides, pattern):
@@ -81,8 +96,37 @@ def test_validation_names_field(overrides, pattern):
 
 
 def test_int_accepted_for_float_fields():
-    cfg = debug(rope_theta=10000, init_std=1)
+    cfg = debug(rope_theta=10000, init_std=1, rotary_pct=1, z_loss=0)
     assert isinstance(cfg.rope_theta, float) and isinstance(cfg.init_std, float)
+    assert isinstance(cfg.rotary_pct, float) and isinstance(cfg.z_loss, float)
+
+
+def test_layout_defaults_are_llama():
+    d = debug()
+    assert (d.family, d.norm, d.norm_bias, d.mlp, d.bias) == ("llama", "rmsnorm", False,
+                                                              "swiglu", False)  # fmt: skip
+    assert (d.parallel_residual, d.rotary_pct, d.qk_norm) == (False, 1.0, False)
+    assert (d.norm_placement, d.init) == ("pre", "llama")
+    assert (d.z_loss, d.loss_chunk_size, d.document_mask) == (0.0, 0, False)
+    assert d.rotary_dims == d.head_dim
+
+
+def test_old_dict_without_layout_fields_still_loads():
+    """A strata.json written before the layout fields existed."""
+    old = debug().to_dict()
+    new_fields = ("family", "norm", "norm_bias", "mlp", "bias", "parallel_residual",
+                  "rotary_pct", "qk_norm", "norm_placement", "init", "z_loss",
+                  "loss_chunk_size", "document_mask")  # fmt: skip
+    for key in new_fields:
+        del old[key]
+    assert ModelConfig.from_dict(old) == debug()
+
+
+def test_layout_dict_round_trip():
+    extra = dict(z_loss=1e-4, loss_chunk_size=1024, document_mask=True)
+    cfg = ModelConfig.from_preset("pythia-70m", **extra)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.rotary_dims == 16
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,79 @@
+"""Initialisation schemes, chosen by `ModelConfig.init`; `GPT.init_weights` calls `init_parameters`.
+
+A scheme is data: the std of "input" matrices (embedding, q/k/v, MLP up/gate, lm_head),
+the std of residual output projections (`attn.wo`, `mlp.w2`), and whether the normal
+is truncated. Every norm gain starts at 1 and every bias (norm or linear) at 0.
+
+- "llama": normal(init_std); output projections init_std / sqrt(2 * n_layers) (GPT-2's
+  residual scaling, which Strata always used; unchanged from before this file).
+- "neox": GPT-NeoX as configured for Pythia (`init_method = small_init`,
+  `output_layer_init_method = wang_init`): small_init normal(sqrt(2 / (5 d))) (Nguyen &
+  Salazar, 2019) for the embedding, q/k/v, MLP up and lm_head; wang_init
+  normal(2 / (n_layers * sqrt(d))) (Ben Wang's GPT-J) for the attention output and
+  MLP down projections. `init_std` is not used: the stds follow from d and n_layers.
+- "olmo2": OLMo-core's `InitMethod.normal`, the init of OLMo 2 (the OLMo 2 paper drops
+  OLMo 1's scaled init for it): every embedding and linear weight, lm_head and output
+  projections included, from a normal(init_std = 0.02) truncated at +-3 std.
+
+Parameters are visited in `named_parameters()` order with one generator, so a seed
+gives the same weights whatever the global RNG and however the model was built
+(directly or on the meta device). Llama models without biases draw exactly the
+numbers they drew before the other schemes existed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.norms import NORM_TYPES
+
+OUTPUT_PROJECTIONS = ("attn.wo.weight", "mlp.w2.weight")
+
+
+@dataclass(frozen=True)
+class InitScheme:
+    std: float
+    """Std of embeddings, lm_head and every non-output linear weight."""
+    out_std: float
+    """Std of the residual output projections (attn.wo, mlp.w2)."""
+    truncated: bool
+    """Draw from a normal truncated at +-3 std (nn.init.trunc_normal_)."""
+
+
+def init_scheme(config: ModelConfig) -> InitScheme:
+    """The stds of `config.init` for this config's width and depth."""
+    d, n_layers, std = config.d_model, config.n_layers, config.init_std
+    if config.init == "neox":
+        return InitScheme(math.sqrt(2 / (5 * d)), 2 / (n_layers * math.sqrt(d)), False)
+    if config.init == "olmo2":
+        return InitScheme(std, std, True)
+    return InitScheme(std, std / math.sqrt(2 * n_layers), False)
+
+
+@torch.no_grad()
+def init_parameters(
+    model: nn.Module, config: ModelConfig, generator: torch.Generator | None = None
+) -> None:
+    """Fill every parameter of `model` in place by `config.init` (a tied weight once)."""
+    scheme = init_scheme(config)
+    for name, p in model.named_parameters():
+        module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        if isinstance(module, NORM_TYPES) and name.endswith(".weight"):
+            nn.init.ones_(p)
+        elif name.endswith(".bias"):
+            nn.init.zeros_(p)
+        else:
+            std = scheme.out_std if name.endswith(OUTPUT_PROJECTIONS) else scheme.std
+            _normal(p, std, scheme.truncated, generator)
+
+
+def _normal(p: torch.Tensor, std: float, truncated: bool, gen: torch.Generator | None) -> None:
+    if truncated:
+        nn.init.trunc_normal_(p, mean=0.0, std=std, a=-3 * std, b=3 * std, generator=gen)
+    else:
+        nn.init.normal_(p, mean=0.0, std=std, generator=gen)

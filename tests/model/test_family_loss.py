@@ -1,0 +1,129 @@
+"""The loss: PaLM z-loss against a by-hand reference, and the chunked loss against the plain one."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, ModelConfig
+from model.loss import chunked_loss, loss_from_logits
+
+V = 500  # padded to 512: the padding rows must stay out of the loss
+
+
+def build(dtype=torch.float32, **overrides):
+    model = GPT(ModelConfig.from_preset("debug", vocab_size=V, **overrides))
+    model.init_weights(seed=0)
+    return model.to(dtype)
+
+
+def batch(B=2, T=20, ignore=True):
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, V, (B, T), generator=g)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    if ignore:
+        targets[0, :5] = -100
+        targets[1, -3:] = -100
+    return idx, targets
+
+
+def reference(logits, targets, z_loss):
+    """(total, z term) by hand in float64."""
+    logits, targets = logits.double().flatten(0, 1), targets.flatten()
+    real = targets != -100
+    lse = torch.logsumexp(logits, dim=-1)[real]
+    ce = lse - logits[real].gather(-1, targets[real][:, None]).squeeze(-1)
+    z = z_loss * (lse**2).mean()
+    return ce.mean() + z, z
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-4, 0.5])
+def test_z_loss_matches_reference(z_loss):
+    model = build(z_loss=z_loss)
+    idx, targets = batch()
+    with torch.no_grad():
+        logits, loss = model(idx, targets)
+    total, z = reference(logits, targets, z_loss)
+    torch.testing.assert_close(loss.double(), total, atol=1e-6, rtol=1e-6)
+    assert model.last_z_loss.shape == () and not model.last_z_loss.requires_grad
+    torch.testing.assert_close(model.last_z_loss.double(), z, atol=1e-7, rtol=1e-6)
+    if z_loss == 0.0:  # unchanged plain path: one cross_entropy call
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        assert torch.equal(loss, ce) and model.last_z_loss.item() == 0.0
+
+
+def test_z_loss_gradient_pulls_log_z_to_zero():
+    logits = (torch.randn(1, 4, 8) + 3.0).requires_grad_()  # log Z well above 0
+    loss, _ = loss_from_logits(logits, torch.zeros(1, 4, dtype=torch.long), z_loss=1.0)
+    loss.backward()
+    # Cross-entropy's gradient sums to 0 per position; z-loss adds 2 * log Z * softmax.
+    assert logits.grad.sum() > 0  # so lowering every logit lowers log(Z)^2
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-6)], ids=["fp64", "fp32"]
+)
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("z_loss", [0.0, 1e-3])
+@pytest.mark.parametrize("chunk", [7, 16, 1000])
+def test_chunked_loss_equals_plain_loss_and_grads(dtype, tol, tie, z_loss, chunk):
+    idx, targets = batch()
+    plain = build(dtype, tie_embeddings=tie, z_loss=z_loss)
+    chunked = build(dtype, tie_embeddings=tie, z_loss=z_loss, loss_chunk_size=chunk)
+    logits, loss_p = plain(idx, targets)
+    none, loss_c = chunked(idx, targets)
+    assert none is None and logits.shape == (2, 20, V)
+    torch.testing.assert_close(loss_c, loss_p, atol=tol, rtol=tol)
+    torch.testing.assert_close(chunked.last_z_loss, plain.last_z_loss, atol=tol, rtol=tol)
+    loss_p.backward()
+    loss_c.backward()
+    gp, gc = grads(plain), grads(chunked)
+    assert gp.keys() == gc.keys()
+    for name in gp:
+        torch.testing.assert_close(gc[name], gp[name], atol=tol, rtol=tol, msg=name)
+
+
+def test_chunked_loss_function_directly():
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(3, 11, 16, dtype=torch.float64, generator=g)
+    weight = torch.randn(64, 16, dtype=torch.float64, generator=g)
+    targets = torch.randint(0, 50, (3, 11), generator=g)
+    targets[2, :4] = -100
+    total, z = chunked_loss(hidden, weight, targets, 50, z_loss=0.01, chunk_size=5)
+    ref_total, ref_z = reference((hidden @ weight.T)[..., :50], targets, 0.01)
+    torch.testing.assert_close(total, ref_total)
+    torch.testing.assert_close(z, ref_z)
+
+
+def test_chunked_eval_and_inference():
+    model = build(loss_chunk_size=8).eval()
+    idx, targets = batch()
+    with torch.no_grad():
+        logits = model(idx)  # no targets: logits as usual
+        none, loss = model(idx, targets)
+    assert logits.shape == (2, 20, V) and none is None
+    assert loss.item() == pytest.approx(build()(idx, targets)[1].item(), rel=1e-6)
+
+
+def max_saved_numel(model, idx, targets) -> int:
+    """Largest tensor autograd keeps for backward during this forward."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, loss = model(idx, targets)
+    loss.backward()
+    return max(sizes)
+
+
+def test_chunked_loss_never_keeps_whole_batch_logits():
+    idx, targets = batch(B=2, T=40)  # N * V = 80 * 500 > lm_head's 512 * 64
+    full_logits = 80 * V
+    assert max_saved_numel(build(), idx, targets) >= full_logits
+    assert max_saved_numel(build(loss_chunk_size=16), idx, targets) < full_logits
