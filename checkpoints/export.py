@@ -113,6 +113,17 @@ def _write_new(out: Path, model: GPT, tokenizer: Tokenizer | None, info: dict) -
     return out
 
 
+def load_any(src: str | Path) -> tuple[GPT, Tokenizer | None]:
+    """Model and tokenizer of a revision, HF folder, resume checkpoint or run folder."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such checkpoint folder")
+    if (src / "strata.json").is_file() or (src / "config.json").is_file():
+        return load(src), _tokenizer_in(src)
+    model, tokenizer, _ = from_resume(resolve_resume(src))
+    return model.eval(), tokenizer
+
+
 def export_hf(src: str | Path, out: str | Path) -> Path:
     """Write `src` (revision, resume checkpoint or run) as a Hugging Face folder `out`."""
     src, out = Path(src), Path(out)

@@ -16,6 +16,9 @@ Design choices:
   split into heads and before rotary, as Hugging Face `Olmo2Attention` does.
 - Rotary may be partial: the cos/sin tables are `rotary_dims` wide and only the
   first `rotary_dims` dims of each head rotate (see `model/rope.py`).
+- Incremental decoding: with a `LayerCache` (model/kv_cache.py) the new keys and
+  values are appended to the cache and the queries attend to everything cached. A
+  prompt is prefilled from position 0 (causal); later calls add one position each.
 - Layout is (B, H, T, D) throughout; no dropout; the softmax scale is 1/sqrt(head_dim).
 """
 
@@ -26,6 +29,7 @@ from torch import nn
 
 from model.attention_backend import attention
 from model.config import ModelConfig
+from model.kv_cache import LayerCache
 from model.norms import make_norm
 from model.rope import apply_rotary
 
@@ -54,6 +58,7 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape  # (B, T, C)
         q, k, v = self.wq(x), self.wk(x), self.wv(x)  # (B, T, H*D), (B, T, Hkv*D) x 2
@@ -63,6 +68,12 @@ class Attention(nn.Module):
         k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = attention(q, k, v, causal=True, segment_ids=segment_ids)  # (B, H, T, D)
+        causal = True
+        if cache is not None:
+            if cache.start > 0 and T > 1:
+                raise ValueError("KV cache: after the prompt, feed one position at a time")
+            causal = cache.start == 0  # a prefill is causal; one new query sees all keys
+            k, v = cache.update(k, v)  # (B, Hkv, S, D), S = cached + T
+        y = attention(q, k, v, causal=causal, segment_ids=segment_ids)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*D)
         return self.wo(y)  # (B, T, C)

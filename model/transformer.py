@@ -39,6 +39,7 @@ from torch import nn
 from model.attention import Attention
 from model.config import ModelConfig
 from model.init import init_parameters
+from model.kv_cache import KVCache, LayerCache
 from model.loss import IGNORE_INDEX, chunked_loss, loss_from_logits
 from model.mlp import make_mlp
 from model.norms import make_norm
@@ -60,11 +61,16 @@ class Block(nn.Module):
         self.post_norm = config.norm_placement == "post"
 
     def _attn(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seg: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        seg: torch.Tensor | None,
+        cache: LayerCache | None,
     ) -> torch.Tensor:
         if self.post_norm:
-            return self.attn_norm(self.attn(x, cos, sin, seg))
-        return self.attn(self.attn_norm(x), cos, sin, seg)
+            return self.attn_norm(self.attn(x, cos, sin, seg, cache))
+        return self.attn(self.attn_norm(x), cos, sin, seg, cache)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp_norm(self.mlp(x)) if self.post_norm else self.mlp(self.mlp_norm(x))
@@ -75,10 +81,11 @@ class Block(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> torch.Tensor:
         if self.parallel:
-            return x + self._attn(x, cos, sin, segment_ids) + self._mlp(x)  # (B, T, C)
-        x = x + self._attn(x, cos, sin, segment_ids)  # (B, T, C)
+            return x + self._attn(x, cos, sin, segment_ids, cache) + self._mlp(x)  # (B, T, C)
+        x = x + self._attn(x, cos, sin, segment_ids, cache)  # (B, T, C)
         return x + self._mlp(x)  # (B, T, C)
 
 
@@ -129,21 +136,29 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
         """idx (B, T) int64 -> logits (B, T, vocab_size); with targets, (logits, loss).
 
         segment_ids (B, T): document ids for the attention kernel (model/attention.py).
         With targets and `config.loss_chunk_size > 0` no logits are built: (None, loss).
         The loss includes the z-loss; the z term alone (detached) is `self.last_z_loss`.
+        With a `KVCache` (model/kv_cache.py), idx continues the cached positions.
         """
         B, T = idx.shape
         c = self.config
-        if T > c.max_seq_len:
-            raise ValueError(f"sequence length {T} exceeds ModelConfig.max_seq_len={c.max_seq_len}")
+        start = cache.length if cache is not None else 0
+        if start + T > c.max_seq_len:
+            raise ValueError(
+                f"sequence length {start + T} exceeds ModelConfig.max_seq_len={c.max_seq_len}"
+            )
         x = self.tok_embeddings(idx)  # (B, T, C)
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, R)
-        for layer in self.layers:
-            x = layer(x, cos, sin, segment_ids)  # (B, T, C)
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, R)
+        for i, layer in enumerate(self.layers):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x = layer(x, cos, sin, segment_ids, layer_cache)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
         x = self.norm(x)  # (B, T, C)
         if targets is not None and c.loss_chunk_size > 0:
             loss, self.last_z_loss = chunked_loss(

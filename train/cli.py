@@ -8,6 +8,7 @@ checkpoints/ together.
     strata config CONFIG.toml [overrides] [--get K]  print the resolved config
     strata export CKPT --to hf --out DIR    checkpoint -> Hugging Face folder
     strata import HF_DIR --out CKPT         Hugging Face folder -> Strata checkpoint
+    strata generate CKPT --prompt TEXT      sample text (KV cache; temperature 0 = greedy)
 
 Every failure the user can fix (a bad path, key or value) ends in one line on stderr,
 `strata: error: ...`, and exit status 2.
@@ -90,6 +91,19 @@ def _add_export_import(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import)
 
 
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="sample text from a checkpoint")
+    p.add_argument("checkpoint", help="published revision, HF folder, resume checkpoint or run")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1 = off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.set_defaults(func=cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strata", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train,
         _add_config,
         _add_export_import,
+        _add_generate,
     ):
         add(sub)
     return parser
@@ -179,6 +194,37 @@ def cmd_import(args: argparse.Namespace) -> None:
     from checkpoints.export import import_hf
 
     print(f"imported {args.hf_dir} -> {import_hf(args.hf_dir, args.out)}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from checkpoints.export import load_any
+    from model.generate import generate
+    from train.dist import pick_device
+
+    model, tok = load_any(args.checkpoint)
+    if tok is None:
+        raise ValueError(f"{args.checkpoint}: no tokenizer files next to the weights")
+    device = pick_device(args.device)
+    model = model.to(device)
+    ids = tok.encode(args.prompt)
+    if not ids:
+        raise ValueError("--prompt: expected non-empty text")
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    idx = torch.tensor([ids], device=device)
+    out = generate(
+        model,
+        idx,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        gen,
+        eos_id=tok.eos_id,
+    )
+    new = [t for t in out[0, len(ids) :].tolist() if t != tok.eos_id]
+    print(args.prompt + tok.decode(new))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,3 +100,29 @@ def test_cli_export_and_errors(run, tmp_path):
     assert again.stderr.strip().splitlines() == [
         f"strata: error: {tmp_path / 'e'}: already exists; choose another --out"
     ]
+
+
+def test_cli_generate_greedy_matches_library(run):
+    from model.generate import generate
+    from tests.train.test_cli import strata
+    from tokenizer import Tokenizer
+
+    prompt = "def function_1(x):\n    value_0"
+    tok = Tokenizer.load(run / "checkpoints" / "step8")
+    ids = tok.encode(prompt)
+    model = load(run / "checkpoints" / "step8")
+    expected = generate(model, torch.tensor([ids]), 12, 0.0, eos_id=tok.eos_id)
+    new = [t for t in expected[0, len(ids) :].tolist() if t != tok.eos_id]
+    for source in (run / "checkpoints" / "step8", run):  # a revision, or the run's resume/latest
+        result = strata(
+            "generate",
+            str(source),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "0",
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == prompt + tok.decode(new) + "\n"
