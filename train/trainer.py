@@ -25,6 +25,7 @@ from checkpoints.publish import publish_revision, read_manifest
 from checkpoints.resume import latest_resume, load_resume, save_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
+from model.attention_backend import segment_ids_from_tokens
 from tokenizer import Tokenizer, TokenShards
 from train import dist
 from train.config import Config, ConfigError, dump_toml
@@ -154,17 +155,30 @@ class Trainer:
         micro = self.batches.micro_batches(step, self.device)
         data_wait = time.perf_counter() - t0
         total = torch.zeros((), device=self.device)
+        z_total = torch.zeros((), device=self.device)
         for inputs, targets in micro:
             with dist.autocast(self.device, self.dtype):
-                _, loss = self.model(inputs, targets)
+                _, loss = self.model(inputs, targets, segment_ids=self._segments(inputs))
             (loss / len(micro)).backward()
-            total += loss.detach()
+            z_total += self.model.last_z_loss
+            total += loss.detach() - self.model.last_z_loss  # logged loss: cross-entropy only
         dist.all_reduce_grads(self.model)
         clip = self.cfg.train.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": total / len(micro), "grad_norm": grad_norm, "data_wait": data_wait}
+        return {
+            "loss": total / len(micro),
+            "z_loss": z_total / len(micro),
+            "grad_norm": grad_norm,
+            "data_wait": data_wait,
+        }
+
+    def _segments(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """Document ids for attention when `model.document_mask` is on, else None."""
+        if not self.cfg.model.document_mask:
+            return None
+        return segment_ids_from_tokens(inputs, self.train_shards.eos_id)  # (B, T)
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -175,9 +189,10 @@ class Trainer:
         losses = []
         for rows in self.val_batches:
             rows = rows.to(self.device)
+            inputs = rows[:, :-1]
             with dist.autocast(self.device, self.dtype):
-                _, loss = self.model(rows[:, :-1], rows[:, 1:])
-            losses.append(loss.float())
+                _, loss = self.model(inputs, rows[:, 1:], segment_ids=self._segments(inputs))
+            losses.append((loss - self.model.last_z_loss).float())  # cross-entropy only
         return torch.stack(losses).mean().item()
 
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
@@ -239,6 +254,8 @@ class Trainer:
             "mfu": mfu,
             "data_wait_s": out["data_wait"],
         }
+        if self.cfg.model.z_loss > 0:
+            record["z_loss"] = dist.all_reduce_mean(out["z_loss"]).item()
         if self.device.type == "cuda":
             record["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return record

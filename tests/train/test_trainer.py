@@ -81,3 +81,28 @@ def test_wandb_offline_needs_no_login(tiny_config, monkeypatch):
     Trainer(cfg).fit()
     runs = list((cfg.run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_document_mask_and_z_loss_reach_the_model(tiny_config):
+    plain = Trainer(tiny_config(**{"run.name": "plain", "train.max_steps": 3}))
+    plain.fit()
+    masked = Trainer(
+        tiny_config(
+            **{
+                "run.name": "masked",
+                "train.max_steps": 3,
+                "model.document_mask": "true",
+                "model.z_loss": 1e-2,
+            }
+        )
+    )
+    masked.fit()
+    a, b = read_metrics(plain.run_dir), read_metrics(masked.run_dir)
+    # Step 1 is the same initial model on the same batch: only the mask can change it
+    # (the logged loss excludes the z term, which is logged on its own).
+    assert a[0]["loss"] != pytest.approx(b[0]["loss"], abs=1e-4)
+    assert "z_loss" not in a[0] and b[0]["z_loss"] > 0
+    # The windows really do span several documents, so the mask has work to do.
+    rows = masked.batches.local_tokens(0)[:, :-1]
+    segments = masked._segments(rows)
+    assert segments.shape == rows.shape and int(segments.max()) > 0
