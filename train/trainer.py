@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from checkpoints.hf import check_hf_compatible
 from checkpoints.publish import publish_revision, read_manifest
 from checkpoints.resume import latest_resume, load_resume, save_resume
 from checkpoints.schedule import publish_steps
@@ -66,6 +67,7 @@ class Trainer:
         dist.init_distributed(self.device)
         self._setup_data()
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
+        check_hf_compatible(cfg.model)  # published revisions must map onto an HF class
         self.model = build_model(cfg.model, self.device, cfg.train.seed)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len

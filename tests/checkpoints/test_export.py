@@ -56,26 +56,30 @@ def test_export_refuses_existing_output_and_bad_input(run, tmp_path):
         export_hf(tmp_path / "taken", tmp_path / "x")
 
 
-def test_import_hf_llama_folder(tmp_path):
+@pytest.mark.parametrize("family", ["llama", "neox", "olmo2"])
+def test_import_saved_hf_folder(family, tmp_path):
+    from tests.checkpoints.test_hf_families import HF, perturb
+
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    config_cls, model_cls, extra = HF[family]
+    cfg = getattr(transformers, config_cls)(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=64, **extra,
+    )  # fmt: skip
     torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(cfg).eval()
+    hf = perturb(getattr(transformers, model_cls)(cfg))
     hf.save_pretrained(tmp_path / "step123")
     out = import_hf(tmp_path / "step123", tmp_path / "imported")
     assert json.loads((out / "strata.json").read_text())["step"] == 123
     ours = load(out, verify=True)
+    assert ours.config.family == family
     idx = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert (hf(idx).logits - ours(idx)).abs().max() < 1e-4
+    # And the imported checkpoint exports back to a folder transformers reads.
+    again = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        assert (again(idx).logits - hf(idx).logits).abs().max() < 1e-4
 
 
 def test_import_refuses_pickles(tmp_path):

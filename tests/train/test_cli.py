@@ -69,3 +69,13 @@ def test_missing_dataset_is_one_line_error(tmp_path):
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "none" in result.stderr
+
+
+def test_config_without_hf_class_fails_before_training(tiny_dataset, tmp_path):
+    result = strata(
+        "train", "configs/debug.toml", "model.parallel_residual=true",
+        *tiny_overrides(tiny_dataset, tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "parallel_residual" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "debug" / "checkpoints").exists()
