@@ -33,6 +33,7 @@ from train.config import Config, ConfigError, dump_toml
 from train.data import TrainBatches, validation_batches
 from train.metrics import MetricsLogger, peak_flops
 from train.optim import build_optimizer, lr_at, set_lr
+from train.preempt import Preemption
 
 
 def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
@@ -71,6 +72,7 @@ class Trainer:
         self.model = build_model(cfg.model, self.device, cfg.train.seed)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
+        self.preempted = False
         self._resume()
         self._write_run_files()
         self.publish_at = set(
@@ -268,6 +270,7 @@ class Trainer:
         if not (self.run_dir / "checkpoints" / f"step{step}").exists():
             self.maybe_publish(step, None, None)
         last_log, t_last = step, time.perf_counter()
+        preemption = Preemption().install()
         try:
             while step < cfg.train.max_steps:
                 out = self.train_step(step)
@@ -289,9 +292,18 @@ class Trainer:
                     if loss is None:  # every process takes part in the reduction
                         loss = dist.all_reduce_mean(out["loss"]).item()
                     self.maybe_publish(step, loss, val_loss)
-                self.maybe_checkpoint(step)
+                stop = preemption.requested(self.device)
+                self.maybe_checkpoint(step, force=stop)
                 t_last += time.perf_counter() - t_side
+                if stop:
+                    self.preempted = True
+                    dist.print0(
+                        f"stopped by signal at step {step}: resume checkpoint written to "
+                        f"{self.run_dir / 'resume'}; rerun the same command to continue"
+                    )
+                    break
         finally:
+            preemption.uninstall()
             self.logger.close()
         self.step = step
 

@@ -106,3 +106,34 @@ def test_document_mask_and_z_loss_reach_the_model(tiny_config):
     rows = masked.batches.local_tokens(0)[:, :-1]
     segments = masked._segments(rows)
     assert segments.shape == rows.shape and int(segments.max()) > 0
+
+
+def test_sigterm_checkpoints_and_stops_then_resumes(tiny_config, monkeypatch):
+    import os
+    import signal
+
+    whole = Trainer(tiny_config(**{"run.name": "sig_whole"}))
+    whole.fit()
+
+    cfg = tiny_config(**{"run.name": "sig"})
+    trainer = Trainer(cfg)
+    original = Trainer.train_step
+
+    def signal_during_step_5(self, step):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", signal_during_step_5)
+    before = signal.getsignal(signal.SIGTERM)
+    trainer.fit()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert trainer.preempted and trainer.step == 6  # the step in flight finished
+    assert (cfg.run_dir / "resume" / "latest").read_text().strip() == "step-00000006"
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers are restored
+
+    resumed = Trainer(tiny_config(**{"run.name": "sig"}))
+    assert resumed.step == 6
+    resumed.fit()
+    a, b = read_metrics(whole.run_dir), read_metrics(cfg.run_dir)
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-6)

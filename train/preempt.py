@@ -1,0 +1,50 @@
+"""Preemption: SIGTERM or SIGUSR1 (what SLURM sends before it kills a job) asks the
+trainer to stop at the end of the current step, write a resume checkpoint and exit
+cleanly. A second signal falls back to the default behaviour (terminate at once).
+
+All processes must stop at the same step, so under torchrun the flag is combined across
+processes (a max all-reduce of one value) before the trainer acts on it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import torch
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preemption:
+    """Records whether a stop was requested; `install()` hooks the signals."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second signal is not ignored
+
+    def requested(self, device: torch.device) -> bool:
+        """True on every process when any process was signalled."""
+        import torch.distributed as tdist
+
+        flag = self.signal is not None
+        if tdist.is_initialized() and tdist.get_world_size() > 1:
+            value = torch.tensor([float(flag)], device=device)
+            tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
+            flag = bool(value.item())
+        return flag
