@@ -7,9 +7,14 @@
 #
 # When the recipe's data.dataset is the embedded default (runs/_data/stdlib/shards), the
 # corpus, tokenizer and shards are built first, each step skipped when already done.
-# No GPU: one process. GPUs: torchrun over NPROC processes (default: every visible GPU).
-# Environment: PYTHON (interpreter, default python3), NPROC, STRATA_VOCAB (default
-# tokenizer size, 1024).
+# No GPU: one process (NPROC=n for n gloo processes). GPUs: torchrun over NPROC processes
+# per node (default: every visible GPU). Many nodes: set NNODES (and MASTER_ADDR,
+# MASTER_PORT) on every node, or start it with `srun` inside an sbatch job, where the
+# SLURM variables give the node count and the first node of the job is the rendezvous
+# host (docs/slurm.sbatch). torchrun forwards SIGTERM to the trainer, which finishes its
+# step, writes a resume checkpoint and exits; rerunning resumes.
+# Environment: PYTHON (interpreter, default python3), NPROC, NNODES, MASTER_ADDR,
+# MASTER_PORT (default 29500), STRATA_VOCAB (default tokenizer size, 1024).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -36,16 +41,31 @@ build_default_data() {
     fi
 }
 
+NNODES=${NNODES:-${SLURM_NNODES:-1}}
 DATASET=$(strata config "$CONFIG" "$@" --get data.dataset)
 if [ "$DATASET" = "$DEFAULT_DATA/shards" ]; then
+    if [ "$NNODES" -gt 1 ] && [ ! -f "$DATASET/index.json" ]; then
+        echo "launch.sh: build the default data on one node first (./launch.sh configs/debug.toml)" >&2
+        exit 2
+    fi
     build_default_data
 fi
 
 GPUS=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
 NPROC=${NPROC:-$(( GPUS > 0 ? GPUS : 1 ))}
+TRAIN=(-m train.cli train "$CONFIG" "$@")
+if [ "$NNODES" -gt 1 ]; then
+    if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then
+        MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    fi
+    : "${MASTER_ADDR:?launch.sh: set MASTER_ADDR (the rendezvous host) for NNODES=$NNODES}"
+    echo "== training $CONFIG ($NNODES nodes x $NPROC processes, rendezvous $MASTER_ADDR) =="
+    exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC" \
+        --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}" \
+        --rdzv_id="${SLURM_JOB_ID:-strata}" "${TRAIN[@]}"
+fi
 echo "== training $CONFIG ($NPROC process(es), $GPUS GPU(s)) =="
 if [ "$NPROC" -gt 1 ]; then
-    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-        -m train.cli train "$CONFIG" "$@"
+    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" "${TRAIN[@]}"
 fi
-exec "$PYTHON" -m train.cli train "$CONFIG" "$@"
+exec "$PYTHON" "${TRAIN[@]}"
