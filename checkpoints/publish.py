@@ -9,6 +9,13 @@ validation loss, the code's git commit and the sha256 of every other file.
 Writes are atomic: the revision is assembled in `.stepN.tmp/` and renamed into place,
 then the manifest is rewritten through a temporary file. A crash leaves either the
 previous state or the complete new revision, never a half-written one in the manifest.
+
+A sharded (FSDP2, DTensor) model is gathered tensor by tensor: every process walks
+`model.state_dict()` in the same order and calls `full_tensor()` on each sharded entry
+(an all-gather), and only rank 0 keeps a CPU copy, so no process holds more than one
+full tensor on the device and only rank 0 holds the CPU weights safetensors writes.
+Publishing is therefore a collective: every process calls `publish_revision` /
+`write_revision`, rank 0 writes the files and the others return None.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
 
 from checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
 from checkpoints.hf import hf_config, to_hf_state_dict
@@ -30,8 +39,19 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
+def _rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """Full weights as CPU copies on rank 0 ({} elsewhere); a collective when sharded."""
+    keep, out = _rank0(), {}
+    for name, tensor in model.state_dict().items():
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()  # every process, in the same order
+        if keep:
+            out[name] = tensor.detach().to("cpu", copy=True)
+    return out
 
 
 def special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
@@ -46,10 +66,16 @@ def write_revision(
     config: ModelConfig,
     tokenizer: Tokenizer | None,
     info: dict[str, Any],
-) -> dict[str, Any]:
-    """Write a complete revision folder at `out` (which must not exist); returns strata.json."""
+) -> dict[str, Any] | None:
+    """Write a complete revision folder at `out` (which must not exist); returns strata.json.
+
+    Every process calls it for a sharded model; rank 0 writes, the others return None.
+    """
+    state = _cpu_state_dict(model)
+    if not _rank0():
+        return None
     out.mkdir(parents=True)
-    weights = to_hf_state_dict(_cpu_state_dict(model), config)
+    weights = to_hf_state_dict(state, config)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     write_json_atomic(out / "config.json", hf_config(config, **special_ids(tokenizer)))
     if tokenizer is not None:
@@ -74,16 +100,24 @@ def publish_revision(
     tokenizer: Tokenizer | None,
     info: dict[str, Any],
 ) -> Path:
-    """Publish `checkpoints_dir/step{step}` atomically and record it in the manifest."""
+    """Publish `checkpoints_dir/step{step}` atomically and record it in the manifest.
+
+    A collective under torchrun: every process calls it, rank 0 writes, and all return
+    once the revision is in place.
+    """
     root = Path(checkpoints_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step{step}"
     tmp = root / f".step{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if _rank0():
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     info = {"revision": final.name, "step": step, **info}
     meta = write_revision(tmp, model, config, tokenizer, info)
-    replace_dir(tmp, final)
-    update_manifest(root, meta)
+    if meta is not None:
+        replace_dir(tmp, final)
+        update_manifest(root, meta)
+    if dist.is_initialized():
+        dist.barrier()
     return final
 
 

@@ -8,7 +8,11 @@ atomically; a crash at any point leaves the previous checkpoint as `latest`. Old
 checkpoints beyond `keep` are pruned after the new one is in place.
 
 DCP works in one process as well as under torchrun, and `get_state_dict` /
-`set_state_dict` understand FSDP-sharded modules, so the same code serves both.
+`set_state_dict` understand FSDP-sharded modules, so the same code serves both. DCP
+stores global tensors (and `get_state_dict` names parameters without wrapper prefixes
+such as activation checkpointing's), so a checkpoint written by N processes resumes on
+M processes, with or without sharding, HSDP or activation checkpointing: every process
+writes its shards and reads the slices it needs. Saving and loading are collectives.
 """
 
 from __future__ import annotations

@@ -83,6 +83,20 @@ class TrainConfig:
     """Autocast dtype: `auto` (bf16 on cuda, fp32 on cpu), `bf16`, `fp16`, `fp32`."""
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default)."""
+    dp_replicate: int = 1
+    """HSDP replica groups: processes are a dp_replicate x dp_shard mesh (1 = plain FSDP)."""
+    dp_shard: int = -1
+    """Processes each parameter is sharded over; -1 = world size / dp_replicate."""
+    param_dtype: str = "auto"
+    """FSDP (2+ processes) compute dtype: `auto` (= resolved `dtype`), `bf16`, `fp16`, `fp32`."""
+    reduce_dtype: str = "fp32"
+    """FSDP gradient reduce-scatter dtype: `fp32` or `bf16`."""
+    reshard_after_forward: bool = True
+    """Free each block's gathered parameters after forward (ZeRO-3; false = ZeRO-2-like)."""
+    activation_checkpointing: str = "none"
+    """Recompute activations in backward: `none`, `full` (all blocks), `selective` (every other)."""
+    compile: bool = False
+    """`torch.compile` each transformer block."""
 
     def __post_init__(self) -> None:
         for key in ("seq_len", "global_batch_size", "micro_batch_size", "max_steps"):
@@ -103,6 +117,40 @@ class TrainConfig:
             f"a multiple of train.micro_batch_size ({self.micro_batch_size})",
             self.global_batch_size,
         )
+        self._check_parallel()
+
+    def _check_parallel(self) -> None:
+        _check(self.dp_replicate > 0, "train.dp_replicate", "a positive integer", self.dp_replicate)
+        ok = self.dp_shard == -1 or self.dp_shard > 0
+        _check(ok, "train.dp_shard", "a positive integer or -1", self.dp_shard)
+        dtypes = ("auto", "bf16", "fp16", "fp32")
+        _check(
+            self.param_dtype in dtypes, "train.param_dtype", f"one of {dtypes}", self.param_dtype
+        )
+        reduce = ("fp32", "bf16")
+        _check(
+            self.reduce_dtype in reduce, "train.reduce_dtype", f"one of {reduce}", self.reduce_dtype
+        )
+        modes = ("none", "full", "selective")
+        ac = self.activation_checkpointing
+        _check(ac in modes, "train.activation_checkpointing", f"one of {modes}", ac)
+
+    def dp_sizes(self, world_size: int) -> tuple[int, int]:
+        """(dp_replicate, dp_shard) for `world_size` processes; their product must equal it."""
+        rep, shard = self.dp_replicate, self.dp_shard
+        if shard == -1:
+            if world_size % rep:
+                raise ConfigError(
+                    f"train.dp_replicate = {rep}: expected a divisor of the world size "
+                    f"({world_size}) when train.dp_shard = -1"
+                )
+            shard = world_size // rep
+        if rep * shard != world_size:
+            raise ConfigError(
+                f"train.dp_replicate x train.dp_shard = {rep} x {shard} = {rep * shard}: "
+                f"expected the world size ({world_size})"
+            )
+        return rep, shard
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Process and device setup: rank, world size, device, autocast dtype, rank-0 printing.
+"""Process and device setup: rank, world size, device, autocast dtype, the data-parallel
+device mesh, rank-0 printing.
 
-A run without torchrun is a world of one process and takes the same code path.
+A run without torchrun is a world of one process and takes the same code path. Gradients
+are averaged by FSDP2 itself (`train/parallelize.py`), not here.
 """
 
 from __future__ import annotations
@@ -86,20 +88,32 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_grads(model: torch.nn.Module) -> None:
-    """Average gradients over processes with one flat all-reduce (plain data parallel).
+def rank0_decides(flag: bool, device: torch.device) -> bool:
+    """Rank 0's `flag` on every process, so that all take the same branch around a
+    collective (a file check, say, that could differ between nodes)."""
+    import torch.distributed as tdist
 
-    An interim data-parallel path for small models; FSDP2 replaces it for sharded runs.
+    if not tdist.is_initialized() or world_size() == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    tdist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def device_mesh(dp_replicate: int, dp_shard: int, device: torch.device):
+    """The data-parallel device mesh, or None in one process.
+
+    1-D `(dp_shard,)` for FSDP; 2-D `(dp_replicate, dp_shard)` for HSDP, where parameters
+    are sharded within a group of dp_shard processes and replicated across groups.
     """
-    if world_size() == 1:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    all_reduce_mean(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    if dp_replicate * dp_shard == 1:
+        return None
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if dp_replicate == 1:
+        return init_device_mesh(device.type, (dp_shard,), mesh_dim_names=("dp_shard",))
+    shape, names = (dp_replicate, dp_shard), ("dp_replicate", "dp_shard")
+    return init_device_mesh(device.type, shape, mesh_dim_names=names)
 
 
 def shutdown_distributed() -> None:

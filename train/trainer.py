@@ -9,6 +9,12 @@ so a resumed run continues exactly where the checkpoint left off.
 
 Losses and norms stay on the device inside a step; they are read back (one host sync)
 only at log, eval and publication steps.
+
+Under torchrun the model is sharded with FSDP2 (`train/parallelize.py`), so every
+forward is a collective: every process runs `train_step`, `evaluate` and
+`maybe_publish` (rank 0 alone writes files). Gradients are reduced by FSDP once per step,
+on the last micro-batch. Logged losses, grad norms and validation losses are global
+values, the same whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from checkpoints.hf import check_hf_compatible
 from checkpoints.publish import publish_revision, read_manifest
@@ -29,10 +37,12 @@ from model import GPT, ModelConfig
 from model.attention_backend import segment_ids_from_tokens
 from tokenizer import Tokenizer, TokenShards
 from train import dist
-from train.config import Config, ConfigError, dump_toml
+from train.config import Config, ConfigError, TrainConfig, dump_toml
 from train.data import TrainBatches, validation_batches
+from train.materialize import materialize
 from train.metrics import MetricsLogger, peak_flops
 from train.optim import build_optimizer, lr_at, set_lr
+from train.parallelize import parallelize
 from train.preempt import Preemption
 
 
@@ -48,12 +58,16 @@ def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
     return cfg.model
 
 
-def build_model(config: ModelConfig, device: torch.device, seed: int) -> GPT:
-    """Build on the meta device, then materialise and initialise on `device`."""
+def build_model(config: ModelConfig, train: TrainConfig, device: torch.device) -> GPT:
+    """Build on the meta device, parallelize (shard), then allocate and initialise on
+    `device`: no process ever holds the whole model, and the initial weights are the same
+    whatever the number of processes (`train/materialize.py`)."""
     with torch.device("meta"):
         model = GPT(config)
-    model.to_empty(device=device)
-    model.init_weights(seed=seed)
+    dp_replicate, dp_shard = train.dp_sizes(dist.world_size())
+    mesh = dist.device_mesh(dp_replicate, dp_shard, device)
+    model = parallelize(model, train, device, mesh)
+    materialize(model, device, train.seed)
     return model
 
 
@@ -69,7 +83,7 @@ class Trainer:
         self._setup_data()
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
         check_hf_compatible(cfg.model)  # published revisions must map onto an HF class
-        self.model = build_model(cfg.model, self.device, cfg.train.seed)
+        self.model = build_model(cfg.model, cfg.train, self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
         self.preempted = False
@@ -160,15 +174,17 @@ class Trainer:
         data_wait = time.perf_counter() - t0
         total = torch.zeros((), device=self.device)
         z_total = torch.zeros((), device=self.device)
-        for inputs, targets in micro:
+        for i, (inputs, targets) in enumerate(micro):
+            self._sync_grads(i == len(micro) - 1)  # FSDP reduces once, after the last one
             with dist.autocast(self.device, self.dtype):
                 _, loss = self.model(inputs, targets, segment_ids=self._segments(inputs))
             (loss / len(micro)).backward()
             z_total += self.model.last_z_loss
             total += loss.detach() - self.model.last_z_loss  # logged loss: cross-entropy only
-        dist.all_reduce_grads(self.model)
         clip = self.cfg.train.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if isinstance(grad_norm, DTensor):  # sharded gradients: the global norm
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {
@@ -178,6 +194,10 @@ class Trainer:
             "data_wait": data_wait,
         }
 
+    def _sync_grads(self, enabled: bool) -> None:
+        if isinstance(self.model, FSDPModule):
+            self.model.set_requires_gradient_sync(enabled)
+
     def _segments(self, inputs: torch.Tensor) -> torch.Tensor | None:
         """Document ids for attention when `model.document_mask` is on, else None."""
         if not self.cfg.model.document_mask:
@@ -186,18 +206,27 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Mean loss over the fixed validation windows (None when there is no val split)."""
+        """Mean loss over the fixed validation batches (None when there is no val split).
+
+        Every process calls it: process r evaluates batches r, r + W, ... and the sums
+        are combined. Forwards are collectives under FSDP, so every process runs the
+        same number; one with fewer batches runs a spare forward that counts for nothing.
+        """
         if not self.val_batches:
             return None
         self.model.eval()
-        losses = []
-        for rows in self.val_batches:
-            rows = rows.to(self.device)
+        n, world = len(self.val_batches), dist.world_size()
+        total = torch.zeros(2, device=self.device)  # (sum of batch losses, batches)
+        for i in range(dist.rank(), math.ceil(n / world) * world, world):
+            rows = self.val_batches[i % n].to(self.device)
             inputs = rows[:, :-1]
             with dist.autocast(self.device, self.dtype):
                 _, loss = self.model(inputs, rows[:, 1:], segment_ids=self._segments(inputs))
-            losses.append((loss - self.model.last_z_loss).float())  # cross-entropy only
-        return torch.stack(losses).mean().item()
+            weight = float(i < n)
+            ce = (loss - self.model.last_z_loss).float()  # cross-entropy only
+            total += torch.stack([ce * weight, ce.new_tensor(weight)])
+        total = dist.all_reduce_mean(total)  # the ratio of two means is the global mean
+        return (total[0] / total[1]).item()
 
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
         every = self.cfg.checkpoint.every
@@ -212,7 +241,9 @@ class Trainer:
             )
 
     def maybe_publish(self, step: int, train_loss: float | None, val_loss: float | None) -> None:
-        if step not in self.publish_at or not dist.is_rank0():
+        """Publish revision `step` if it is on the schedule. Every process calls it: the
+        evaluation and the gathering of the sharded weights are collectives; rank 0 writes."""
+        if step not in self.publish_at:
             return
         if val_loss is None:
             val_loss = self.evaluate()
@@ -267,7 +298,8 @@ class Trainer:
     def fit(self) -> None:
         cfg = self.cfg
         step = self.step
-        if not (self.run_dir / "checkpoints" / f"step{step}").exists():
+        published = (self.run_dir / "checkpoints" / f"step{step}").exists()
+        if not dist.rank0_decides(published, self.device):  # every process takes one branch
             self.maybe_publish(step, None, None)
         last_log, t_last = step, time.perf_counter()
         preemption = Preemption().install()

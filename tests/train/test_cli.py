@@ -56,7 +56,8 @@ def test_bad_key_is_one_line_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "strata: error: unknown key 'train.seq_lenn'; did you mean 'seq_len'? valid: seed, "
         "seq_len, global_batch_size, micro_batch_size, max_steps, grad_clip, eval_every, "
-        "eval_batches, device, dtype, threads"
+        "eval_batches, device, dtype, threads, dp_replicate, dp_shard, param_dtype, "
+        "reduce_dtype, reshard_after_forward, activation_checkpointing, compile"
     ]
 
 

@@ -1,35 +1,45 @@
-"""Two CPU processes (torchrun, gloo) train on the same global batches as one process."""
+"""Two CPU processes (torchrun, gloo, FSDP2) train exactly like one process.
+
+One 1-process and one 2-process run (8 steps, debug model) are shared by the tests:
+same per-step losses, grad norms and validation losses; the same published weights
+(identical at step 0, so initialisation does not depend on the world size); and a
+resume checkpoint written by either continues on the other world size with the losses
+of the uninterrupted run. Resuming at step 4 from a copy of a finished run is exactly an
+interruption after step 4: the checkpoint holds everything the run had at that step.
+"""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
+STEPS = 8
 
 
-def run(nproc, dataset, out, name):
-    overrides = tiny_overrides(
-        dataset, out, **{"run.name": name, "train.max_steps": 8, "train.threads": 1}
-    )
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "train.cli",
-    ]
+def run(nproc, dataset, out, name, *extra):
+    """Train run `name` under `out` with `nproc` processes; returns its stderr.
+
+    Micro-batches of 1 make 2 processes accumulate 2 each (FSDP reduces after the last
+    only); 3 validation batches do not split evenly over 2 processes.
+    """
+    values = {"run.name": name, "train.max_steps": STEPS, "train.threads": 1}
+    values |= {"train.micro_batch_size": 1, "train.eval_batches": 3}
+    overrides = tiny_overrides(dataset, out, **values)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += [f"--nproc_per_node={nproc}", "-m", "train.cli"]
     cmd = launcher if nproc > 1 else [sys.executable, "-m", "train.cli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [*cmd, "train", "configs/debug.toml", *overrides],
+        [*cmd, "train", "configs/debug.toml", *overrides, *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -37,17 +47,105 @@ def run(nproc, dataset, out, name):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = (out / name / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return result.stderr
 
 
-def test_two_processes_match_one(tiny_dataset, tmp_path):
-    one = run(1, tiny_dataset, tmp_path, "one")
-    two = run(2, tiny_dataset, tmp_path, "two")
-    assert [r["step"] for r in two] == list(range(1, 9))
-    for a, b in zip(one, two, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4), a["step"]
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3), a["step"]
-    manifest = json.loads((tmp_path / "two" / "checkpoints" / "manifest.json").read_text())
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    run(1, tiny_dataset, out, "one")
+    run(2, tiny_dataset, out, "two")
+    return out
+
+
+def assert_same_losses(a, b):
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-4), ra["step"]
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-3), ra["step"]
+        if ra.get("val_loss") is not None:
+            assert ra["val_loss"] == pytest.approx(rb["val_loss"], abs=1e-4), ra["step"]
+
+
+def test_two_processes_match_one(runs):
+    one, two = read_metrics(runs / "one"), read_metrics(runs / "two")
+    assert [r["step"] for r in two] == list(range(1, STEPS + 1))
+    assert two[5]["val_loss"] is not None  # eval_every = 6
+    assert_same_losses(one, two)
+    manifest = json.loads((runs / "two" / "checkpoints" / "manifest.json").read_text())
     assert [r["step"] for r in manifest["revisions"]] == [0, 1, 2, 4, 8]
-    assert (tmp_path / "two" / "resume" / "latest").read_text().strip() == "step-00000008"
+    assert (runs / "two" / "resume" / "latest").read_text().strip() == "step-00000008"
+
+
+def test_published_weights_match_one_process(runs):
+    for step in (0, 1, 2, 4, 8):
+        a = load_file(runs / "one" / "checkpoints" / f"step{step}" / "model.safetensors")
+        b = load_file(runs / "two" / "checkpoints" / f"step{step}" / "model.safetensors")
+        assert a.keys() == b.keys()
+        for name, tensor in a.items():
+            if step == 0:  # initialisation is independent of the world size, bit for bit
+                assert torch.equal(tensor, b[name]), name
+            else:  # reductions add in another order
+                torch.testing.assert_close(tensor, b[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def resume_copy(runs, source, name, step=4):
+    """A copy of run `source` as it was right after the resume checkpoint of `step`."""
+    dest = runs / name
+    shutil.copytree(runs / source, dest)
+    for later in (dest / "resume").glob("step-*"):
+        if int(later.name.split("-")[1]) > step:
+            shutil.rmtree(later)
+    (dest / "resume" / "latest").write_text(f"step-{step:08d}\n")
+    shutil.rmtree(dest / "checkpoints" / f"step{STEPS}")
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("source", "nproc", "extra"),
+    [
+        ("two", 1, ()),  # FSDP shards -> one process
+        # one process -> HSDP (2 replicas x 1 shard), blocks kept gathered after forward,
+        # activation checkpointing inside FSDP units
+        (
+            "one",
+            2,
+            (
+                "train.dp_replicate=2",
+                "train.reshard_after_forward=false",
+                "train.activation_checkpointing='selective'",
+            ),
+        ),
+    ],
+)
+def test_resume_across_world_sizes(runs, tiny_dataset, source, nproc, extra):
+    name = f"{source}-on-{nproc}"
+    dest = resume_copy(runs, source, name)
+    stderr = run(nproc, tiny_dataset, runs, name, *extra)
+    assert f"resumed from {dest / 'resume' / 'step-00000004'} at step 4" in stderr
+    resumed = read_metrics(dest)
+    assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
+    assert_same_losses(read_metrics(runs / source)[4:], resumed[4:])
+    a = load_file(runs / source / "checkpoints" / f"step{STEPS}" / "model.safetensors")
+    b = load_file(dest / "checkpoints" / f"step{STEPS}" / "model.safetensors")
+    for key, tensor in a.items():
+        torch.testing.assert_close(tensor, b[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_tied_embeddings_match_one_process(tiny_dataset, tmp_path):
+    """The tied lm_head lives in the root FSDP unit and stays tied through init and steps."""
+    extra = ("model.tie_embeddings=true", "train.max_steps=2", "train.eval_every=0")
+    run(1, tiny_dataset, tmp_path, "one", *extra)
+    run(2, tiny_dataset, tmp_path, "two", *extra)
+    assert_same_losses(read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two"))
+    for step in (0, 2):
+        a = load_file(tmp_path / "one" / "checkpoints" / f"step{step}" / "model.safetensors")
+        b = load_file(tmp_path / "two" / "checkpoints" / f"step{step}" / "model.safetensors")
+        assert "lm_head.weight" not in b  # tied: written once, as the embedding
+        assert a.keys() == b.keys()
+        for name, tensor in a.items():
+            torch.testing.assert_close(tensor, b[name], atol=1e-5, rtol=1e-4, msg=name)
