@@ -342,7 +342,8 @@ class Trainer:
     def summary(self) -> str:
         """A closing line: where the run is and what it published."""
         revisions = read_manifest(self.run_dir / "checkpoints")["revisions"]
-        text = f"done: step {self.step}, run folder {self.run_dir}"
+        state = "stopped early" if self.preempted else "done"
+        text = f"{state}: step {self.step}, run folder {self.run_dir}"
         losses = [r["val_loss"] for r in revisions if r.get("val_loss") is not None]
         if revisions:
             text += f"; {len(revisions)} published revisions in {self.run_dir / 'checkpoints'}"
