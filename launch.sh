@@ -59,13 +59,16 @@ if [ "$NNODES" -gt 1 ]; then
         MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
     fi
     : "${MASTER_ADDR:?launch.sh: set MASTER_ADDR (the rendezvous host) for NNODES=$NNODES}"
+    CMD=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC"
+         --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}"
+         --rdzv_id="${SLURM_JOB_ID:-strata}" "${TRAIN[@]}")
     echo "== training $CONFIG ($NNODES nodes x $NPROC processes, rendezvous $MASTER_ADDR) =="
-    exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC" \
-        --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}" \
-        --rdzv_id="${SLURM_JOB_ID:-strata}" "${TRAIN[@]}"
+elif [ "$NPROC" -gt 1 ]; then
+    CMD=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" "${TRAIN[@]}")
+    echo "== training $CONFIG ($NPROC processes, $GPUS GPU(s)) =="
+else
+    CMD=("$PYTHON" "${TRAIN[@]}")
+    echo "== training $CONFIG (1 process, $GPUS GPU(s)) =="
 fi
-echo "== training $CONFIG ($NPROC process(es), $GPUS GPU(s)) =="
-if [ "$NPROC" -gt 1 ]; then
-    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" "${TRAIN[@]}"
-fi
-exec "$PYTHON" "${TRAIN[@]}"
+echo "+ ${CMD[*]}"
+exec "${CMD[@]}"

@@ -286,6 +286,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": out["grad_norm"].item(),
             "tokens_per_s": tokens_per_s,
+            "tokens_per_s_per_device": tokens_per_s / dist.world_size(),
             "mfu": mfu,
             "data_wait_s": out["data_wait"],
         }

@@ -80,3 +80,28 @@ def test_config_without_hf_class_fails_before_training(tiny_dataset, tmp_path):
     assert result.returncode == 2
     assert "parallel_residual" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "debug" / "checkpoints").exists()
+
+
+def test_sigterm_exits_zero_with_a_resume_checkpoint(tiny_dataset, tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = tiny_overrides(
+        tiny_dataset, tmp_path, **{"train.max_steps": 100000, "checkpoint.every": 100000}
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train.cli", "train", "configs/debug.toml", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics = tmp_path / "debug" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped by signal" in err and "stopped early" in out
+    step = int(err.split("stopped by signal at step ")[1].split(":")[0])
+    latest = (tmp_path / "debug" / "resume" / "latest").read_text().strip()
+    assert latest == f"step-{step:08d}" and step > 0
