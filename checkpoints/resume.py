@@ -54,6 +54,71 @@ def _quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+class ResumeWriter:
+    """Writes resume checkpoints, synchronously or in the background.
+
+    With `background=True`, `dcp.async_save` stages the state (a copy in CPU memory) and
+    writes it from a thread while training continues. Never two in flight: a new save,
+    `wait()` or the end of training first completes the previous one. Only a complete
+    checkpoint is renamed into place and named by `latest`. Under torchrun the
+    background writes use their own gloo process group, so they never interleave with
+    the training collectives.
+    """
+
+    def __init__(self, resume_dir: str | Path, keep: int = 2, background: bool = False) -> None:
+        self.resume_dir, self.keep, self.background = Path(resume_dir), keep, background
+        self.pending: tuple[Any, Path, Path, dict[str, Any]] | None = None
+        self.group = (
+            dist.new_group(backend="gloo") if background and dist.is_initialized() else None
+        )
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        trainer_state: dict[str, Any],
+    ) -> Path:
+        """Start (or, when not in the background, complete) the checkpoint of `step`."""
+        self.wait()
+        final = self.resume_dir / f"step-{step:08d}"
+        tmp = self.resume_dir / f"step-{step:08d}.tmp"
+        if _rank0():
+            self.resume_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        _barrier()
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd, "rng": _rng_state()}
+        trainer_state = {"step": step, **trainer_state}
+        if self.background:
+            future = _quiet(dcp.async_save, state, checkpoint_id=str(tmp), process_group=self.group)
+            self.pending = (future, tmp, final, trainer_state)
+        else:
+            _quiet(dcp.save, state, checkpoint_id=str(tmp))
+            self._finish(tmp, final, trainer_state)
+        return final
+
+    def wait(self) -> None:
+        """Complete the checkpoint in flight, if any, and make it `latest`."""
+        if self.pending is None:
+            return
+        future, tmp, final, trainer_state = self.pending
+        self.pending = None
+        future.result()
+        self._finish(tmp, final, trainer_state)
+
+    def _finish(self, tmp: Path, final: Path, trainer_state: dict[str, Any]) -> None:
+        _barrier()  # every rank's shards are on disk
+        if _rank0():
+            write_json_atomic(tmp / "trainer.json", trainer_state)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            (self.resume_dir / f".{LATEST}.tmp").write_text(final.name + "\n")
+            (self.resume_dir / f".{LATEST}.tmp").replace(self.resume_dir / LATEST)
+            prune(self.resume_dir, self.keep)
+        _barrier()
+
+
 def save_resume(
     resume_dir: str | Path,
     step: int,
@@ -62,26 +127,8 @@ def save_resume(
     trainer_state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write the resume checkpoint for `step`; returns its folder."""
-    resume_dir = Path(resume_dir)
-    final = resume_dir / f"step-{step:08d}"
-    tmp = resume_dir / f"step-{step:08d}.tmp"
-    if _rank0():
-        resume_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    _barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd, "rng": _rng_state()}
-    _quiet(dcp.save, state, checkpoint_id=str(tmp))
-    if _rank0():
-        write_json_atomic(tmp / "trainer.json", {"step": step, **trainer_state})
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        (resume_dir / f".{LATEST}.tmp").write_text(final.name + "\n")
-        (resume_dir / f".{LATEST}.tmp").replace(resume_dir / LATEST)
-        prune(resume_dir, keep)
-    _barrier()
-    return final
+    """Write the resume checkpoint for `step` synchronously; returns its folder."""
+    return ResumeWriter(resume_dir, keep).save(step, model, optimizer, trainer_state)
 
 
 def prune(resume_dir: Path, keep: int) -> None:

@@ -190,6 +190,8 @@ class CheckpointConfig:
     """Write a resume checkpoint every this many steps (and at the last step)."""
     keep: int = 2
     """Resume checkpoints to keep (older ones are pruned; published revisions never are)."""
+    async_save: bool = False
+    """Write resume checkpoints in the background while training goes on (one in flight)."""
 
     def __post_init__(self) -> None:
         _check(self.every > 0, "checkpoint.every", "a positive integer", self.every)

@@ -31,7 +31,7 @@ from torch.distributed.tensor import DTensor
 
 from checkpoints.hf import check_hf_compatible
 from checkpoints.publish import publish_revision, read_manifest
-from checkpoints.resume import latest_resume, load_resume, save_resume
+from checkpoints.resume import ResumeWriter, latest_resume, load_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
 from model.attention_backend import segment_ids_from_tokens
@@ -88,6 +88,9 @@ class Trainer:
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
         self.preempted = False
         self._resume()
+        self.resume_writer = ResumeWriter(
+            self.run_dir / "resume", cfg.checkpoint.keep, cfg.checkpoint.async_save
+        )
         self._write_run_files()
         self.publish_at = set(
             publish_steps(
@@ -231,13 +234,11 @@ class Trainer:
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
         every = self.cfg.checkpoint.every
         if force or step % every == 0 or step == self.cfg.train.max_steps:
-            save_resume(
-                self.run_dir / "resume",
+            self.resume_writer.save(
                 step,
                 self.model,
                 self.optimizer,
                 {"tokens": step * self.tokens_per_step, "model_config": self.cfg.model.to_dict()},
-                keep=self.cfg.checkpoint.keep,
             )
 
     def maybe_publish(self, step: int, train_loss: float | None, val_loss: float | None) -> None:
@@ -335,7 +336,10 @@ class Trainer:
                         f"{self.run_dir / 'resume'}; rerun the same command to continue"
                     )
                     break
+            self.resume_writer.wait()  # the last checkpoint is complete before we return
         finally:
+            if dist.world_size() == 1:  # an error on one rank must not wait on the others
+                self.resume_writer.wait()
             preemption.uninstall()
             self.logger.close()
         self.step = step

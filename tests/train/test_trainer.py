@@ -12,31 +12,32 @@ def read_metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_continues_the_same_losses(tiny_config, monkeypatch):
+@pytest.mark.parametrize("background", ["false", "true"])
+def test_resume_continues_the_same_losses(tiny_config, monkeypatch, background):
     whole = Trainer(tiny_config(**{"run.name": "whole"}))
     whole.fit()
 
-    cfg = tiny_config(**{"run.name": "cut"})
+    cfg = tiny_config(**{"run.name": "cut", "checkpoint.async_save": background})
     first = Trainer(cfg)
     original = Trainer.train_step
 
-    def crash_after_9(self, step):
-        if step == 9:
+    def crash_in_step_11(self, step):  # steps 9 and 10 train after the step-8 save
+        if step == 10:
             raise KeyboardInterrupt
         return original(self, step)
 
-    monkeypatch.setattr(Trainer, "train_step", crash_after_9)
+    monkeypatch.setattr(Trainer, "train_step", crash_in_step_11)
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     monkeypatch.setattr(Trainer, "train_step", original)
     assert (cfg.run_dir / "resume" / "latest").read_text().strip() == "step-00000008"
 
-    second = Trainer(tiny_config(**{"run.name": "cut"}))
+    second = Trainer(tiny_config(**{"run.name": "cut", "checkpoint.async_save": background}))
     assert second.step == 8
     second.fit()
 
     a, b = read_metrics(whole.run_dir), read_metrics(cfg.run_dir)
-    assert [r["step"] for r in b] == list(range(1, 13))  # step 9 was dropped and redone
+    assert [r["step"] for r in b] == list(range(1, 13))  # steps 9 and 10 were dropped and redone
     for ra, rb in zip(a, b, strict=True):
         assert ra["loss"] == pytest.approx(rb["loss"], abs=1e-6), ra["step"]
     resumed = second.model.state_dict()

@@ -1,0 +1,138 @@
+"""Measure sharded initialisation: meta device -> FSDP2 `parallelize` -> `materialize`.
+
+    PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node=2 \\
+        benchmarks/sharded_init.py --preset pythia-1b
+    PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node=1 \\
+        benchmarks/sharded_init.py --preset pythia-1b      # world size 1: no sharding
+
+The path is the trainer's `build_model` (`train/trainer.py`), spelled out so that each
+step can be measured: build the preset (its own vocabulary) on the meta device, shard
+it with `parallelize` and a default `TrainConfig` (fp32 on CPU) over a 1-D gloo mesh
+from `train.dist.device_mesh`, then allocate and initialise it with `materialize`.
+
+Per rank: the full model's parameter bytes, the bytes of this rank's local shards, the
+resident set size before building (baseline, VmRSS), the peak RSS of the process
+(`getrusage(RUSAGE_SELF).ru_maxrss`, which includes everything before the build), RSS
+after materialising, and the wall time of build + parallelize + materialize. Rank 0
+prints a table. The claim under test: peak per rank is about baseline + local shard +
+the largest single parameter (drawn in full, one at a time, by `materialize`), never
+the whole model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+import torch.distributed as tdist
+
+from model import GPT, ModelConfig
+from train import dist
+from train.config import TrainConfig
+from train.materialize import materialize
+from train.parallelize import parallelize
+
+GIB = 1024**3
+
+
+def current_rss() -> int:
+    """Resident set size now, in bytes (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process so far, in bytes (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def local_bytes(t: torch.Tensor) -> int:
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return local.numel() * local.element_size()
+
+
+def measure(preset: str, seed: int) -> dict[str, float]:
+    """Build, shard and materialise `preset` on CPU; return this rank's measurements."""
+    device = torch.device("cpu")
+    config = ModelConfig.from_preset(preset)
+    train = TrainConfig(device="cpu", seed=seed)
+    dist.barrier()
+    baseline = current_rss()
+    start = time.perf_counter()
+    with torch.device("meta"):
+        model = GPT(config)
+    dp_replicate, dp_shard = train.dp_sizes(dist.world_size())
+    mesh = dist.device_mesh(dp_replicate, dp_shard, device)
+    model = parallelize(model, train, device, mesh)
+    materialize(model, device, train.seed)
+    seconds = time.perf_counter() - start
+    params = list(model.parameters())
+    itemsize = torch.finfo(torch.float32).bits // 8
+    return {
+        "rank": dist.rank(),
+        "n_params": sum(p.numel() for p in params),
+        "full": sum(p.numel() for p in params) * itemsize,
+        "largest": max(p.numel() for p in params) * itemsize,
+        "local": sum(local_bytes(p) for p in params),
+        "buffers": sum(local_bytes(b) for b in model.buffers()),
+        "baseline": baseline,
+        "peak": peak_rss(),
+        "after": current_rss(),
+        "seconds": seconds,
+        "sharded": any(hasattr(p, "to_local") for p in params),
+    }
+
+
+def gather(row: dict[str, float]) -> list[dict[str, float]]:
+    if not tdist.is_initialized():
+        return [row]
+    rows: list[dict[str, float]] = [{} for _ in range(dist.world_size())]
+    tdist.all_gather_object(rows, row)
+    return rows
+
+
+def report(preset: str, rows: list[dict[str, float]]) -> None:
+    first = rows[0]
+    print(
+        f"{preset}: {first['n_params']:,} parameters, full fp32 {first['full'] / GIB:.2f} GiB, "
+        f"largest parameter {first['largest'] / GIB:.3f} GiB, {len(rows)} process(es), "
+        f"sharded: {first['sharded']}"
+    )
+    header = (
+        "rank | local shard GiB | baseline RSS GiB | peak RSS GiB | peak - baseline GiB "
+        "| RSS after GiB | seconds"
+    )
+    print(header)
+    print("|".join("---" for _ in header.split("|")))
+    for r in rows:
+        print(
+            f"{r['rank']} | {r['local'] / GIB:.2f} | {r['baseline'] / GIB:.2f} | "
+            f"{r['peak'] / GIB:.2f} | {(r['peak'] - r['baseline']) / GIB:.2f} | "
+            f"{r['after'] / GIB:.2f} | {r['seconds']:.1f}"
+        )
+    worst = max(r["peak"] - r["baseline"] for r in rows)
+    print(
+        f"max growth over baseline {worst / GIB:.2f} GiB = "
+        f"{worst / first['full']:.0%} of the full model"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="pythia-1b", choices=ModelConfig.presets())
+    p.add_argument("--seed", type=int, default=1337)
+    a = p.parse_args()
+    dist.init_distributed(torch.device("cpu"))
+    rows = gather(measure(a.preset, a.seed))
+    if dist.is_rank0():
+        report(a.preset, rows)
+    dist.shutdown_distributed()
+
+
+if __name__ == "__main__":
+    main()
