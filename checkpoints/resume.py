@@ -48,10 +48,21 @@ def _rng_state() -> dict[str, torch.Tensor]:
     return {"cpu": torch.get_rng_state()}
 
 
+# DCP warns on every save/load without a process group (also from async_save's writer
+# thread, where a `catch_warnings` block cannot reach); one process is intended here.
+_NO_PG = ".*torch.distributed is disabled, unavailable.*"
+warnings.filterwarnings("ignore", message=_NO_PG)
+
+
 def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():  # DCP warns when used without a process group
-        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_PG)
         return fn(*args, **kwargs)
+
+
+def _single() -> bool:
+    """True without a process group: DCP then reads and writes as one process."""
+    return not dist.is_initialized()
 
 
 class ResumeWriter:
@@ -91,10 +102,12 @@ class ResumeWriter:
         state = {"model": model_sd, "optim": optim_sd, "rng": _rng_state()}
         trainer_state = {"step": step, **trainer_state}
         if self.background:
-            future = _quiet(dcp.async_save, state, checkpoint_id=str(tmp), process_group=self.group)
+            future = dcp.async_save(
+                state, checkpoint_id=str(tmp), process_group=self.group, no_dist=_single()
+            )
             self.pending = (future, tmp, final, trainer_state)
         else:
-            _quiet(dcp.save, state, checkpoint_id=str(tmp))
+            _quiet(dcp.save, state, checkpoint_id=str(tmp), no_dist=_single())
             self._finish(tmp, final, trainer_state)
         return final
 
@@ -161,7 +174,7 @@ def load_resume(
     path = Path(path)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd, "rng": _rng_state()}
-    _quiet(dcp.load, state, checkpoint_id=str(path))
+    _quiet(dcp.load, state, checkpoint_id=str(path), no_dist=_single())
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
