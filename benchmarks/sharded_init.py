@@ -28,11 +28,10 @@ import time
 import torch
 import torch.distributed as tdist
 
-from model import GPT, ModelConfig
+from model import ModelConfig
 from train import dist
 from train.config import TrainConfig
-from train.materialize import materialize
-from train.parallelize import parallelize
+from train.trainer import build_model
 
 GIB = 1024**3
 
@@ -64,12 +63,7 @@ def measure(preset: str, seed: int) -> dict[str, float]:
     dist.barrier()
     baseline = current_rss()
     start = time.perf_counter()
-    with torch.device("meta"):
-        model = GPT(config)
-    dp_replicate, dp_shard = train.dp_sizes(dist.world_size())
-    mesh = dist.device_mesh(dp_replicate, dp_shard, device)
-    model = parallelize(model, train, device, mesh)
-    materialize(model, device, train.seed)
+    model = build_model(config, train, device)  # the trainer's own path
     seconds = time.perf_counter() - start
     params = list(model.parameters())
     itemsize = torch.finfo(torch.float32).bits // 8
