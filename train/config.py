@@ -125,10 +125,15 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
+# Keys that are Python keywords, spelled as such in TOML: `checkpoint.async`.
+ALIASES = {("checkpoint", "async"): "async_save"}
+
+
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
+        key = ALIASES.get((name, key), key)
         if key not in hints:
             raise ConfigError(f"unknown key '{name}.{key}'; {_closest(key, list(hints))}")
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])

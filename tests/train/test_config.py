@@ -77,3 +77,8 @@ def test_dump_round_trips(tmp_path):
 def test_override_value_is_never_evaluated():
     section, key, value = parse_override("run.name=__import__('os').system('false')")
     assert (section, key) == ("run", "name") and isinstance(value, str)
+
+
+def test_checkpoint_async_alias():
+    assert load_config(None, ["checkpoint.async=true"]).checkpoint.async_save is True
+    assert load_config(None, []).checkpoint.async_save is False
