@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     packages=["model", "tokenizer", "train", "checkpoints"],
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.7",  # FSDP2 fully_shard, DTensor, distribute_tensor(src_data_rank)
         "numpy",
         "tokenizers>=0.19",
         "sentencepiece",
