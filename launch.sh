@@ -11,8 +11,11 @@
 # per node (default: every visible GPU). Many nodes: set NNODES (and MASTER_ADDR,
 # MASTER_PORT) on every node, or start it with `srun` inside an sbatch job, where the
 # SLURM variables give the node count and the first node of the job is the rendezvous
-# host (docs/slurm.sbatch). torchrun forwards SIGTERM to the trainer, which finishes its
-# step, writes a resume checkpoint and exits; rerunning resumes.
+# host (docs/slurm.sbatch).
+# Preemption: SIGTERM or SIGUSR1 (to launch.sh, or to every process as SLURM does) makes
+# the trainer finish its step, write a resume checkpoint and exit 0; rerunning resumes.
+# Under torchrun, torchrun itself ignores both signals (otherwise it would kill the
+# workers 30 s later and exit non-zero) and launch.sh forwards them to the workers.
 # Environment: PYTHON (interpreter, default python3), NPROC, NNODES, MASTER_ADDR,
 # MASTER_PORT (default 29500), STRATA_VOCAB (default tokenizer size, 1024).
 set -euo pipefail
@@ -54,21 +57,53 @@ fi
 GPUS=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
 NPROC=${NPROC:-$(( GPUS > 0 ? GPUS : 1 ))}
 TRAIN=(-m train.cli train "$CONFIG" "$@")
+if [ "$NNODES" -le 1 ] && [ "$NPROC" -le 1 ]; then
+    CMD=("$PYTHON" "${TRAIN[@]}")
+    echo "== training $CONFIG (1 process, $GPUS GPU(s)) =="
+    echo "+ ${CMD[*]}"
+    exec "${CMD[@]}"  # the trainer itself handles SIGTERM/SIGUSR1
+fi
+
+# torchrun. It must not act on SIGTERM/SIGUSR1 itself (it would kill the workers 30 s
+# later and exit non-zero): it is told not to handle them and starts with both ignored;
+# launch.sh forwards them to the workers. An older torchrun without --signals-to-handle
+# handles SIGTERM itself and forwards it.
+TORCHRUN=("$PYTHON" -m torch.distributed.run)
+HELP=$("${TORCHRUN[@]}" --help 2>/dev/null || true)
+IGNORE_SIGNALS=0
+if [[ $HELP == *--signals-to-handle* ]]; then
+    TORCHRUN+=(--signals-to-handle=SIGINT,SIGHUP,SIGQUIT)
+    IGNORE_SIGNALS=1
+fi
 if [ "$NNODES" -gt 1 ]; then
     if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then
         MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
     fi
     : "${MASTER_ADDR:?launch.sh: set MASTER_ADDR (the rendezvous host) for NNODES=$NNODES}"
-    CMD=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC"
+    CMD=("${TORCHRUN[@]}" --nnodes="$NNODES" --nproc_per_node="$NPROC"
          --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}"
          --rdzv_id="${SLURM_JOB_ID:-strata}" "${TRAIN[@]}")
     echo "== training $CONFIG ($NNODES nodes x $NPROC processes, rendezvous $MASTER_ADDR) =="
-elif [ "$NPROC" -gt 1 ]; then
-    CMD=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" "${TRAIN[@]}")
-    echo "== training $CONFIG ($NPROC processes, $GPUS GPU(s)) =="
 else
-    CMD=("$PYTHON" "${TRAIN[@]}")
-    echo "== training $CONFIG (1 process, $GPUS GPU(s)) =="
+    CMD=("${TORCHRUN[@]}" --standalone --nproc_per_node="$NPROC" "${TRAIN[@]}")
+    echo "== training $CONFIG ($NPROC processes, $GPUS GPU(s)) =="
 fi
 echo "+ ${CMD[*]}"
-exec "${CMD[@]}"
+if [ "$IGNORE_SIGNALS" = 1 ]; then
+    ( trap '' TERM USR1; exec "${CMD[@]}" ) &
+else
+    "${CMD[@]}" &
+fi
+PID=$!
+forward() { pkill "-$1" -P "$PID" 2>/dev/null || true; }
+trap 'forward TERM' TERM
+trap 'forward USR1' USR1
+STATUS=0
+while kill -0 "$PID" 2>/dev/null; do
+    STATUS=0
+    wait "$PID" || STATUS=$?  # > 128 when a trapped signal interrupted the wait
+done
+if [ "$STATUS" -gt 128 ]; then  # it ended while a trap ran: collect its own status
+    wait "$PID" 2>/dev/null && STATUS=0 || { S=$?; [ "$S" -eq 127 ] || STATUS=$S; }
+fi
+exit "$STATUS"

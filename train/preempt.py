@@ -1,6 +1,8 @@
 """Preemption: SIGTERM or SIGUSR1 (what SLURM sends before it kills a job) asks the
 trainer to stop at the end of the current step, write a resume checkpoint and exit
-cleanly. A second signal falls back to the default behaviour (terminate at once).
+cleanly. Repeated signals change nothing: under SLURM every process of the job step gets
+the signal, and launch.sh forwards the one it gets too, so a worker may see it twice;
+`kill -9` (or SIGINT) is the way to stop at once.
 
 All processes must stop at the same step, so under torchrun the flag is combined across
 processes (a max all-reduce of one value) before the trainer acts on it.
@@ -36,7 +38,6 @@ class Preemption:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signal = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second signal is not ignored
 
     def requested(self, device: torch.device) -> bool:
         """True on every process when any process was signalled."""
