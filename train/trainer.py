@@ -29,6 +29,7 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from checkpoints.files import sha256_file
 from checkpoints.hf import check_hf_compatible
 from checkpoints.publish import publish_revision, read_manifest
 from checkpoints.resume import ResumeWriter, latest_resume, load_resume
@@ -112,6 +113,8 @@ class Trainer:
         cfg = self.cfg
         dataset = Path(cfg.data.dataset)
         self.train_shards = TokenShards(dataset, "train", verify=cfg.data.verify)
+        # index.json lists every shard's sha256, so its own hash fingerprints the data
+        self.dataset_fingerprint = sha256_file(dataset / "index.json")
         self.batches = TrainBatches(
             self.train_shards,
             cfg.train.seq_len,
@@ -249,6 +252,7 @@ class Trainer:
         if val_loss is None:
             val_loss = self.evaluate()
         info = {
+            "parent": self._parent_revision(step),
             "tokens": step * self.tokens_per_step,
             "train_loss": train_loss,
             "val_loss": val_loss,
@@ -264,16 +268,24 @@ class Trainer:
             info,
         )
 
+    def _parent_revision(self, step: int) -> str | None:
+        """The latest revision published before `step` (None for the first one)."""
+        revisions = read_manifest(self.run_dir / "checkpoints")["revisions"]
+        earlier = [r for r in revisions if r["step"] < step]
+        return max(earlier, key=lambda r: r["step"])["revision"] if earlier else None
+
     def _data_cursor(self, step: int) -> dict[str, Any]:
         t = self.cfg.train
         return {
             "dataset": str(self.cfg.data.dataset),
+            "dataset_fingerprint": self.dataset_fingerprint,
             "tokenizer_sha256": self.train_shards.index["tokenizer_sha256"],
             "seed": t.seed,
             "seq_len": t.seq_len,
             "global_batch_size": t.global_batch_size,
             "batches_seen": step,
             "next_batch": step,
+            "windows_consumed": step * t.global_batch_size,
             "n_windows": self.batches.n_windows,
         }
 

@@ -1,6 +1,8 @@
 """Published revisions: schedule, manifest, metadata, and loading in transformers."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +51,11 @@ def test_strata_json_and_hashes(trained):
     for key in ("step", "tokens", "train_loss", "val_loss", "git_commit", "sha256", "data"):
         assert key in meta
     assert meta["step"] == 12 and meta["data"]["batches_seen"] == 12
+    assert meta["data"]["windows_consumed"] == 12 * 4
+    assert meta["parent"] == "step8"
+    assert json.loads((rev.parent / "step0" / "strata.json").read_text())["parent"] is None
+    index = Path(trained.cfg.data.dataset) / "index.json"
+    assert meta["data"]["dataset_fingerprint"] == hashlib.sha256(index.read_bytes()).hexdigest()
     assert set(meta["sha256"]) >= {"model.safetensors", "config.json", "tokenizer.json"}
     verify_revision(rev)
     weights = rev / "model.safetensors"
