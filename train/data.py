@@ -6,9 +6,15 @@ process takes only its own rows (`rank_slice`), then splits them into micro-batc
 neither the number of processes nor the micro-batch size changes what is trained on.
 Validation uses fixed, evenly spaced windows of the validation split, the same for
 every evaluation and every revision, so validation losses compare across a run.
+
+Prefetch: while step N trains, a background thread reads the rows of batch N + 1 (into
+pinned memory when the device is CUDA, so the copy to the device is asynchronous).
+Batches are a pure function of the step, so prefetching changes nothing but the wait.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -34,6 +40,8 @@ class TrainBatches:
         self.micro_batch_size = micro_batch_size
         self.rows = rank_slice(global_batch_size, world_size, rank)
         self.n_windows = shards.n_windows(seq_len)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[int, Future] | None = None  # (step, rows being read)
         local = self.rows.stop - self.rows.start
         if local % micro_batch_size:
             raise ValueError(
@@ -52,8 +60,25 @@ class TrainBatches:
         rows = [self.shards.window(int(w), self.seq_len) for w in windows]
         return torch.from_numpy(np.stack(rows))
 
+    def _read(self, step: int, pin: bool) -> torch.Tensor:
+        tokens = self.local_tokens(step)
+        return tokens.pin_memory() if pin else tokens
+
+    def _tokens(self, step: int, device: torch.device) -> torch.Tensor:
+        """Rows of batch `step` (prefetched when it was the one expected), then start
+        reading batch `step + 1` in the background."""
+        pin = device.type == "cuda"
+        if self._pending is not None and self._pending[0] == step:
+            tokens = self._pending[1].result()
+        else:
+            tokens = self._read(step, pin)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._pending = (step + 1, self._pool.submit(self._read, step + 1, pin))
+        return tokens
+
     def micro_batches(self, step: int, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
-        tokens = self.local_tokens(step)  # (rows, T + 1)
+        tokens = self._tokens(step, device)  # (rows, T + 1)
         out = []
         for chunk in tokens.split(self.micro_batch_size):
             chunk = chunk.to(device, non_blocking=True)

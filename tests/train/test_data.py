@@ -47,6 +47,16 @@ def test_micro_batches_are_shifted_inputs_and_targets(tiny_dataset):
     assert inputs.shape == (8, 32) and inputs.dtype == torch.int64
 
 
+def test_prefetch_serves_the_right_batch_in_any_order(tiny_dataset):
+    """Batch N + 1 is read ahead while N trains; a jump (resume, eval) reads directly."""
+    loader = TrainBatches(TokenShards(tiny_dataset, "train"), 32, 8, 8, seed=1)
+    fresh = TrainBatches(TokenShards(tiny_dataset, "train"), 32, 8, 8, seed=1)
+    for step in (0, 1, 2, 7, 8, 3):
+        ((inputs, _),) = loader.micro_batches(step, torch.device("cpu"))
+        assert torch.equal(inputs, fresh.local_tokens(step)[:, :-1]), step
+        assert loader._pending[0] == step + 1  # the next one is on its way
+
+
 def test_validation_windows_are_fixed(tiny_dataset):
     val = TokenShards(tiny_dataset, "val")
     a = validation_batches(val, 32, 4, 3)
