@@ -1,13 +1,13 @@
 """Strata: a from-scratch LLM pretraining codebase that publishes checkpoints to study."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="strata",
     version="0.1.0",
     description="LLM pretraining with Pythia-style published checkpoints, built to be studied",
     python_requires=">=3.10",
-    packages=["model", "tokenizer", "train", "checkpoints"],
+    packages=find_packages(include=["model*", "tokenizer*", "train*", "checkpoints*"]),
     install_requires=[
         "torch>=2.7",  # FSDP2 fully_shard, DTensor, distribute_tensor(src_data_rank)
         "numpy",

@@ -8,7 +8,7 @@ Strata package and never imports torch.
 """
 
 from .corpus import build_stdlib_corpus, iter_documents, stdlib_files
-from .order import batch_window_indices, rank_slice
+from .order import batch_digest, batch_window_indices, rank_slice, row_digests
 from .prepare import prepare
 from .shards import TokenShards
 from .tok import Tokenizer, train_tokenizer
@@ -16,11 +16,13 @@ from .tok import Tokenizer, train_tokenizer
 __all__ = [
     "TokenShards",
     "Tokenizer",
+    "batch_digest",
     "batch_window_indices",
     "build_stdlib_corpus",
     "iter_documents",
     "prepare",
     "rank_slice",
+    "row_digests",
     "stdlib_files",
     "train_tokenizer",
 ]

@@ -11,11 +11,16 @@ Design choices:
   straddle two epochs.
 - Each rank takes a contiguous slice of the global batch (`rank_slice`).
 - The last few permutations are cached (they cost 8 bytes per window to build).
+- A batch's identity is `batch_digest(rows)`: sha256 over the concatenated sha256 of
+  each row (the `seq_len + 1` window tokens as little-endian uint32), in global row
+  order. The two levels let every rank hash its own slice (`row_digests`) and rank 0
+  combine the gathered (n, 32) digests: `sha256(all_row_digests.tobytes())`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import numpy as np
 
@@ -63,3 +68,22 @@ def rank_slice(global_batch_size: int, world_size: int, rank: int) -> slice:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank!r}")
     per_rank = global_batch_size // world_size
     return slice(rank * per_rank, (rank + 1) * per_rank)
+
+
+def row_digests(rows: np.ndarray) -> np.ndarray:
+    """sha256 of each row's tokens as little-endian uint32: (n_rows, 32) uint8."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2:
+        raise ValueError(f"rows must be 2-D (n_rows, seq_len + 1), got shape {rows.shape}")
+    if rows.size and (rows.min() < 0 or rows.max() >= 2**32):
+        raise ValueError("token ids must lie in [0, 2**32)")
+    data = np.ascontiguousarray(rows, dtype="<u4")
+    out = np.empty((len(data), 32), dtype=np.uint8)
+    for i, row in enumerate(data):
+        out[i] = np.frombuffer(hashlib.sha256(row.tobytes()).digest(), dtype=np.uint8)
+    return out
+
+
+def batch_digest(rows: np.ndarray) -> str:
+    """Hex sha256 of the concatenated row digests (`row_digests`), rows in global order."""
+    return hashlib.sha256(row_digests(rows).tobytes()).hexdigest()

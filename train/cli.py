@@ -9,6 +9,10 @@ checkpoints/ together.
     strata export CKPT --to hf --out DIR    checkpoint -> Hugging Face folder
     strata import HF_DIR --out CKPT         Hugging Face folder -> Strata checkpoint
     strata generate CKPT --prompt TEXT      sample text (KV cache; temperature 0 = greedy)
+    strata batch RUN --step N | --find TEXT | --doc ID   exactly which data batch N held /
+                                            at which steps a text or document was seen
+    strata verify RUN_OR_DIR                re-hash and cross-check every published revision
+    strata study RUN_OR_DIR                 evaluate every revision: CSV, plots, report.html
 
 Every failure the user can fix (a bad path, key or value) ends in one line on stderr,
 `strata: error: ...`, and exit status 2.
@@ -20,6 +24,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from train.cli_ledger import add_batch_parser, add_verify_parser
+from train.cli_study import add_parser as _add_study
 
 EXIT_USAGE = 2
 
@@ -115,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config,
         _add_export_import,
         _add_generate,
+        add_batch_parser,
+        add_verify_parser,
+        _add_study,
     ):
         add(sub)
     return parser

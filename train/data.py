@@ -42,6 +42,7 @@ class TrainBatches:
         self.n_windows = shards.n_windows(seq_len)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: tuple[int, Future] | None = None  # (step, rows being read)
+        self.last_rows: torch.Tensor | None = None  # (rows, T + 1) of the last batch served
         local = self.rows.stop - self.rows.start
         if local % micro_batch_size:
             raise ValueError(
@@ -79,6 +80,7 @@ class TrainBatches:
 
     def micro_batches(self, step: int, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
         tokens = self._tokens(step, device)  # (rows, T + 1)
+        self.last_rows = tokens
         out = []
         for chunk in tokens.split(self.micro_batch_size):
             chunk = chunk.to(device, non_blocking=True)

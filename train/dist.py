@@ -88,6 +88,18 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's (n, ...) tensor along dim 0, in rank order (the same
+    n on every process)."""
+    import torch.distributed as tdist
+
+    if not (tdist.is_initialized() and world_size() > 1):
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    tdist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def rank0_decides(flag: bool, device: torch.device) -> bool:
     """Rank 0's `flag` on every process, so that all take the same branch around a
     collective (a file check, say, that could differ between nodes)."""

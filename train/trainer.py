@@ -19,6 +19,7 @@ values, the same whatever the number of processes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 import time
@@ -36,7 +37,7 @@ from checkpoints.resume import ResumeWriter, latest_resume, load_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
 from model.attention_backend import segment_ids_from_tokens
-from tokenizer import Tokenizer, TokenShards
+from tokenizer import Tokenizer, TokenShards, row_digests
 from train import dist
 from train.config import Config, ConfigError, TrainConfig, dump_toml
 from train.data import TrainBatches, validation_batches
@@ -289,6 +290,13 @@ class Trainer:
             "n_windows": self.batches.n_windows,
         }
 
+    def _batch_digest(self) -> str:
+        """`tokenizer.order.batch_digest` of the global batch just trained: every process
+        hashes its own rows, rank order is global row order. A collective."""
+        local = torch.from_numpy(row_digests(self.batches.last_rows.numpy()))  # (rows, 32)
+        rows = dist.all_gather_rows(local.to(self.device)).cpu()  # (global_batch, 32)
+        return hashlib.sha256(rows.numpy().tobytes()).hexdigest()
+
     def _record(self, step: int, out: dict[str, Any], elapsed: float, steps: int) -> dict:
         tokens_per_s = steps * self.tokens_per_step / max(elapsed, 1e-9)
         mfu = self.flops_per_token * tokens_per_s / self.peak if self.peak else None
@@ -302,6 +310,7 @@ class Trainer:
             "tokens_per_s_per_device": tokens_per_s / dist.world_size(),
             "mfu": mfu,
             "data_wait_s": out["data_wait"],
+            "batch_sha256": self._batch_digest(),  # of global batch step - 1
         }
         if self.cfg.model.z_loss > 0:
             record["z_loss"] = dist.all_reduce_mean(out["z_loss"]).item()

@@ -76,6 +76,8 @@ def test_two_processes_match_one(runs):
     assert [r["step"] for r in two] == list(range(1, STEPS + 1))
     assert two[5]["val_loss"] is not None  # eval_every = 6
     assert_same_losses(one, two)
+    # both consumed the same global batches, whatever the split over processes
+    assert [r["batch_sha256"] for r in one] == [r["batch_sha256"] for r in two]
     manifest = json.loads((runs / "two" / "checkpoints" / "manifest.json").read_text())
     assert [r["step"] for r in manifest["revisions"]] == [0, 1, 2, 4, 8]
     assert (runs / "two" / "resume" / "latest").read_text().strip() == "step-00000008"

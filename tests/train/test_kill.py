@@ -100,6 +100,7 @@ def test_kill9_then_rerun_resumes_the_same_run(killed, tiny_dataset, nproc):
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
     for a, b in zip(ref[saved:], resumed[saved:], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-4), a["step"]
+        assert b["batch_sha256"] == a["batch_sha256"], a["step"]  # the same data
     manifest = json.loads((out / name / "checkpoints" / "manifest.json").read_text())
     expected = json.loads((reference / "checkpoints" / "manifest.json").read_text())
     assert [r["step"] for r in manifest["revisions"]] == [r["step"] for r in expected["revisions"]]

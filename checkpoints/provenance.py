@@ -1,0 +1,386 @@
+"""Batch provenance: exactly which sequences formed global batch N, and at which steps
+(and so in which published revisions) a text or a document was trained on.
+
+Design choices:
+- Everything is rebuilt offline from the prepared dataset and the run's resolved
+  `RUN/config.toml` (read with tomllib: `checkpoints/` never imports `train/`), through
+  the data-order contract in `tokenizer/order.py`. No model, no GPU.
+- A relative `data.dataset` is tried against the working directory, then against the
+  folder the run was launched from (RUN minus `run.out_dir/run.name`); `dataset=`
+  overrides. A dataset whose fingerprint or tokenizer differs from the run's is refused.
+- A window "overlaps" a document when any of its `seq_len + 1` tokens lies in the
+  document's span (its tokens plus the EOS that follows it).
+- Text is searched at byte level: every token's bytes (byte-level BPE alphabet, or
+  SentencePiece pieces with byte fallback) are laid end to end, so an occurrence is
+  found whatever tokens the text was split into in context. The table is checked
+  against `Tokenizer.decode` first; if it disagrees, the token ids of
+  `encode(TEXT)` are searched instead (method "tokens"). The stream is scanned in
+  chunks that overlap by the needle's length, so matches across chunks are found once.
+- An occurrence "was trained on" in window i when all its tokens lie within window
+  i's input tokens `[i * seq_len, (i + 1) * seq_len)`; the input ranges partition the
+  stream, so each occurrence has at most one window.
+- Windows map to steps by inverting each epoch's permutation once (numpy), never by
+  looping over steps. Revision `stepM` has seen batches 0 .. M-1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from checkpoints.schedule import publish_steps
+from tokenizer.fsutil import sha256_file
+from tokenizer.order import batch_digest, batch_window_indices, epoch_permutation, rank_slice
+from tokenizer.shards import TokenShards, load_index
+from tokenizer.tok import Tokenizer
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's resolved `config.toml` as a dict, or None when the run has none."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        return None
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid TOML ({err})") from None
+
+
+def dataset_fingerprint(dataset_dir: str | Path) -> str:
+    """sha256 of the dataset's `index.json` bytes (it lists every shard's sha256), as the
+    trainer records it in `strata.json` `data.dataset_fingerprint`."""
+    path = Path(dataset_dir) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no index.json; is {dataset_dir} a prepared dataset?")
+    return sha256_file(path)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the data order of a run depends on, from its `config.toml`."""
+
+    run_dir: Path
+    dataset: Path
+    seed: int
+    seq_len: int
+    global_batch_size: int
+    max_steps: int
+    publish: dict[str, Any] = field(default_factory=dict)
+
+
+def _get(cfg: dict, path: Path, section: str, key: str) -> Any:
+    try:
+        return cfg[section][key]
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: missing [{section}] {key}") from None
+
+
+def _resolve_dataset(run_dir: Path, cfg: dict, raw: str) -> Path:
+    dataset = Path(raw)
+    if dataset.is_absolute():
+        return dataset
+    tried = [Path.cwd() / dataset]
+    out_dir = Path(cfg.get("run", {}).get("out_dir", "runs"))
+    depth = len(out_dir.parts) + 1  # RUN = <launch dir>/<out_dir>/<name>
+    if not out_dir.is_absolute() and depth < len(run_dir.resolve().parts):
+        tried.append(run_dir.resolve().parents[depth - 1] / dataset)
+    for candidate in tried:
+        if (candidate / "index.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"dataset {raw!r} from {run_dir / 'config.toml'} not found (tried "
+        f"{', '.join(map(str, tried))}); pass --dataset"
+    )
+
+
+def read_run(run_dir: str | Path, dataset: str | Path | None = None) -> RunSpec:
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if cfg is None:
+        raise FileNotFoundError(f"{run_dir}: no config.toml; expected a run folder")
+    path = run_dir / "config.toml"
+    data = (
+        Path(dataset)
+        if dataset
+        else _resolve_dataset(run_dir, cfg, _get(cfg, path, "data", "dataset"))
+    )
+    ints = {
+        k: _get(cfg, path, "train", k)
+        for k in ("seed", "seq_len", "global_batch_size", "max_steps")
+    }
+    spec = RunSpec(run_dir, data, **ints, publish=dict(cfg.get("publish", {})))
+    _check_same_data(spec)
+    return spec
+
+
+def _recorded_fingerprint(run_dir: Path) -> tuple[str | None, Path | None]:
+    """`data.dataset_fingerprint` of the run's latest readable revision, if any."""
+    try:
+        entries = manifest_entries(run_dir / "checkpoints") or []
+    except ValueError:
+        return None, None  # `strata verify` reports a broken manifest
+    steps = {id(e): e.get("step") if isinstance(e.get("step"), int) else -1 for e in entries}
+    for entry in sorted(entries, key=lambda e: steps[id(e)], reverse=True):
+        meta = run_dir / "checkpoints" / str(entry.get("revision")) / "strata.json"
+        if "/" not in str(entry.get("revision")) and meta.is_file():
+            try:
+                return json.loads(meta.read_text()).get("data", {}).get("dataset_fingerprint"), meta
+            except (ValueError, AttributeError):
+                continue
+    return None, None
+
+
+def _check_same_data(spec: RunSpec) -> None:
+    """Refuse a dataset or tokenizer other than the ones the run recorded."""
+    recorded, where = _recorded_fingerprint(spec.run_dir)
+    if recorded and recorded != dataset_fingerprint(spec.dataset):
+        raise ValueError(f"{spec.dataset}: not the dataset this run trained on (its "
+                         f"index.json differs from the one {where} records)")  # fmt: skip
+    tok = spec.run_dir / "tokenizer"
+    if (
+        tok.is_dir()
+        and Tokenizer.load(tok).sha256() != load_index(spec.dataset)["tokenizer_sha256"]
+    ):
+        raise ValueError(f"{spec.dataset}: prepared with another tokenizer than {tok}")
+
+
+def manifest_entries(checkpoints_dir: Path) -> list[dict[str, Any]] | None:
+    """The manifest's revision entries as stored (unvalidated), or None without a manifest."""
+    path = checkpoints_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        revisions = json.loads(path.read_text())["revisions"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a valid manifest ({err})") from None
+    if not isinstance(revisions, list) or not all(isinstance(r, dict) for r in revisions):
+        raise ValueError(f"{path}: 'revisions' must be a list of objects")
+    return revisions
+
+
+def revisions(spec: RunSpec) -> tuple[list[tuple[str, int]], str]:
+    """(revision name, step) in step order, from the manifest, else from the schedule."""
+    entries = manifest_entries(spec.run_dir / "checkpoints")
+    if entries:
+        named = [(str(e.get("revision")), e.get("step")) for e in entries]
+        return sorted((r for r in named if isinstance(r[1], int)), key=lambda r: r[1]), "manifest"
+    p = spec.publish
+    steps = publish_steps(
+        spec.max_steps, p.get("every", 1000), p.get("extra_steps", ()), p.get("log_spaced", True)
+    )
+    return [(f"step{s}", s) for s in steps], "schedule"
+
+
+def documents(shards: TokenShards, start: int, stop: int) -> list[tuple[int, str]]:
+    """(id, source) of every document with a token in stream positions [start, stop)."""
+    first, last = shards.document_at(start)[0], shards.document_at(stop - 1)[0]
+    docs = shards.index["splits"][shards.split]["documents"]
+    return [(d, str(docs[d][1])) for d in range(first, last + 1)]
+
+
+@dataclass
+class Batch:
+    """Global batch `step` (or one rank's slice of it), rows in global order."""
+
+    step: int
+    rows: range
+    windows: np.ndarray  # (rows,) int64
+    epochs: np.ndarray  # (rows,) int64
+    tokens: np.ndarray  # (rows, seq_len + 1) int64
+    documents: list[list[tuple[int, str]]]
+    batch_sha256: str  # batch_digest of the whole global batch
+    slice_sha256: str  # batch_digest of the rows shown
+
+
+def read_batch(
+    spec: RunSpec, shards: TokenShards, step: int, rank: int | None = None, world: int | None = None
+) -> Batch:
+    """Global batch `step`; with `rank` and `world`, that rank's rows only."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"--step {step}: expected a step >= 0 (batch N trains update N -> N+1)")
+    T, G = spec.seq_len, spec.global_batch_size
+    n_windows = shards.n_windows(T)
+    windows = batch_window_indices(n_windows, spec.seed, G, step)
+    tokens = np.stack([shards.window(int(w), T) for w in windows])
+    if (rank is None) != (world is None):
+        raise ValueError("rank and world go together")
+    part = slice(0, G) if world is None else rank_slice(G, world, rank)
+    rows = range(part.start, part.stop)
+    epochs = (step * G + np.arange(G, dtype=np.int64)) // n_windows
+    docs = [documents(shards, int(w) * T, int(w) * T + T + 1) for w in windows[part]]
+    return Batch(step, rows, windows[part], epochs[part], tokens[part], docs,
+                 batch_digest(tokens), batch_digest(tokens[part]))  # fmt: skip
+
+
+def window_steps(spec: RunSpec, n_windows: int, windows: np.ndarray) -> list[dict[str, int]]:
+    """Every training of one of `windows` within max_steps: {step, row, window, epoch}."""
+    G, total = spec.global_batch_size, spec.max_steps * spec.global_batch_size
+    windows = np.unique(np.asarray(windows, dtype=np.int64))
+    hits: list[dict[str, int]] = []
+    for epoch in range(-(-total // n_windows)):
+        inverse = np.empty(n_windows, dtype=np.int64)
+        inverse[epoch_permutation(n_windows, spec.seed, epoch)] = np.arange(n_windows)
+        g = epoch * n_windows + inverse[windows]
+        for w, s in zip(windows[g < total].tolist(), g[g < total].tolist(), strict=True):
+            hits.append({"step": s // G, "row": s % G, "window": w, "epoch": epoch})
+    return sorted(hits, key=lambda h: (h["step"], h["row"]))
+
+
+def doc_windows(spec: RunSpec, shards: TokenShards, doc: int) -> tuple[np.ndarray, dict]:
+    """Windows overlapping document `doc` (any of their seq_len + 1 tokens), and its span."""
+    docs = shards.index["splits"][shards.split]["documents"]
+    if isinstance(doc, bool) or not isinstance(doc, int) or not 0 <= doc < len(docs):
+        raise ValueError(f"--doc {doc}: expected a document id in [0, {len(docs)})")
+    start = int(docs[doc][0])
+    end = int(docs[doc + 1][0]) if doc + 1 < len(docs) else shards.n_tokens  # exclusive
+    T, n = spec.seq_len, shards.n_windows(spec.seq_len)
+    first, last = max(0, -(-(start - T) // T)), min(n - 1, (end - 1) // T)
+    info = {"doc": doc, "source": str(docs[doc][1]), "start": start, "end": end}
+    return np.arange(first, last + 1, dtype=np.int64), info
+
+
+def _find_all(hay: np.ndarray, needle: np.ndarray) -> np.ndarray:
+    """Start offsets of every (possibly overlapping) occurrence of `needle` in `hay`."""
+    if len(hay) < len(needle):
+        return np.empty(0, dtype=np.int64)
+    found = np.flatnonzero(hay[: len(hay) - len(needle) + 1] == needle[0])
+    for k in range(1, len(needle)):
+        found = found[hay[found + k] == needle[k]]
+    return found
+
+
+def _byte_level_chars() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: character -> the byte it stands for."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    moved = [b for b in range(256) if b not in keep]
+    return {chr(b): b for b in keep} | {chr(256 + k): b for k, b in enumerate(moved)}
+
+
+def token_bytes(tok: Tokenizer) -> list[bytes]:
+    """The bytes each token id contributes to decoded text."""
+    chars, out = _byte_level_chars(), []
+    for i in range(tok.vocab_size):
+        piece = tok.id_to_token(i) or ""
+        if tok.kind == "bpe":
+            known = all(c in chars for c in piece)
+            out.append(bytes(chars[c] for c in piece) if known else piece.encode())
+        elif m := re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece):
+            out.append(bytes([int(m[1], 16)]))
+        else:
+            out.append(piece.replace("\u2581", " ").encode())
+    return out
+
+
+def _table_agrees(tok: Tokenizer, table: list[bytes], ids: list[int]) -> bool:
+    text = b"".join(table[i] for i in ids).decode("utf-8", errors="replace")
+    return text == tok.decode(ids)
+
+
+def _scan(shards: TokenShards, overlap: int, find: Callable, chunk: int = 1 << 20) -> tuple:
+    """(first, last) token positions of every match, chunk by chunk; `find(ids)` returns
+    the matches' (first, last) token offsets within `ids`."""
+    firsts, lasts = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for a in range(0, shards.n_tokens, chunk):
+        ids = shards.read(a, min(shards.n_tokens, a + chunk + overlap) - a)
+        t0, t1 = find(ids)
+        own = t0 < chunk  # a match starting in the overlap belongs to the next chunk
+        firsts.append(a + t0[own])
+        lasts.append(a + t1[own])
+    return np.concatenate(firsts), np.concatenate(lasts)
+
+
+def _byte_finder(table: list[bytes], needle: bytes) -> Callable:
+    """find(ids) -> (first, last) token offsets of `needle` in the bytes of `ids`."""
+    lengths = np.array([len(b) for b in table], dtype=np.int64)
+    flat, offsets = np.frombuffer(b"".join(table), np.uint8), np.cumsum(lengths) - lengths
+    q = np.frombuffer(needle, dtype=np.uint8)
+
+    def find(ids: np.ndarray) -> tuple:
+        ends = np.cumsum(lengths[ids])  # byte end of each token
+        shift = np.repeat(ends - lengths[ids] - offsets[ids], lengths[ids])
+        at = _find_all(flat[np.arange(ends[-1]) - shift], q)  # byte offsets of matches
+        return np.searchsorted(ends, at, "right"), np.searchsorted(ends, at + len(q) - 1, "right")
+
+    return find
+
+
+def locate_text(shards: TokenShards, tok: Tokenizer, text: str) -> tuple:
+    """(first, last) token positions of every occurrence of `text`, and the method used."""
+    needle, query = text.encode("utf-8"), tok.encode(text)
+    if not needle:
+        raise ValueError("--find: expected non-empty text")
+    table = token_bytes(tok)
+    sample = shards.read(0, min(shards.n_tokens, 1 << 16))
+    eos = np.flatnonzero(sample == shards.eos_id)  # whole documents: no split characters
+    sample = sample[: eos[-1] + 1] if len(eos) else sample[:0]
+    if min(map(len, table)) and all(_table_agrees(tok, table, x) for x in (query, sample.tolist())):
+        return (*_scan(shards, len(needle), _byte_finder(table, needle)), "bytes")
+    q = np.asarray(query, dtype=np.int64)
+
+    def find_ids(ids: np.ndarray) -> tuple:
+        at = _find_all(ids, q)
+        return at, at + len(q) - 1
+
+    return (*_scan(shards, len(q) - 1, find_ids), "tokens")
+
+
+def trained_on(spec: RunSpec, n_windows: int, windows: np.ndarray) -> dict[str, Any]:
+    """When `windows` were trained on (steps < max_steps) and which revisions saw them."""
+    hits = window_steps(spec, n_windows, windows)
+    steps = sorted({h["step"] for h in hits})
+    names, source = revisions(spec)
+    seen = [
+        {"revision": name, "step": m, "batches_seen": int(np.searchsorted(steps, m))}
+        for name, m in names
+    ]
+    return {
+        "max_steps": spec.max_steps,
+        "hits": hits,
+        "steps": steps,
+        "revisions_source": source,
+        "revisions": [r for r in seen if r["batches_seen"]],
+    }
+
+
+def find_text(spec: RunSpec, shards: TokenShards, tok: Tokenizer, text: str) -> dict[str, Any]:
+    """Where `text` occurs in the train stream and when those sequences were trained on."""
+    first, last, method = locate_text(shards, tok, text)
+    T, n = spec.seq_len, shards.n_windows(spec.seq_len)
+    window = first // T
+    inside = (last // T == window) & (window < n)
+    result = trained_on(spec, n, window[inside])
+    positions: dict[int, list[int]] = {}
+    for w, p in zip(window[inside].tolist(), first[inside].tolist(), strict=True):
+        positions.setdefault(w, []).append(p)
+    for hit in result["hits"]:
+        hit["positions"] = positions[hit["window"]]
+    query = {"text": text, "tokens": tok.encode(text), "method": method}
+    counts = {
+        "occurrences": len(first),
+        "in_one_window": int(inside.sum()),
+        "across_windows": int((~inside & (window < n)).sum()),
+        "after_last_window": int((window >= n).sum()),
+    }
+    return {"query": query, **counts, **result}
+
+
+def find_doc(spec: RunSpec, shards: TokenShards, doc: int) -> dict[str, Any]:
+    """When the windows overlapping document `doc` were trained on."""
+    windows, info = doc_windows(spec, shards, doc)
+    return {
+        "query": info,
+        "windows": windows.tolist(),
+        **trained_on(spec, shards.n_windows(spec.seq_len), windows),
+    }

@@ -1,0 +1,20 @@
+"""`strata study`: evaluate every published revision of a run and write a report.
+
+    from checkpoints.study import study
+    report = study("runs/quickstart")          # -> runs/quickstart/study/report.html
+
+Per revision: validation loss and bits per byte (overall and per source), Pythia-style
+memorisation of training sequences split into seen / not yet seen (data-order
+contract), parameter norms and their relative change, and MoE routing statistics.
+Results are cached per revision, so rerunning evaluates only new revisions. Output:
+`metrics.csv`, `sources.csv`, PNG plots, `report.html`, `study.json`. See docs/study.md.
+
+Module map: discover (find revisions), settings, data + sample + tokbytes (what is
+evaluated), evaluate (loss/bpb), memorise, norms, routing, cache, tables (CSV),
+png + font + canvas + scales + plot + heatmap + figures (plots), report (HTML), run.
+"""
+
+from checkpoints.study.run import study
+from checkpoints.study.settings import StudySettings
+
+__all__ = ["StudySettings", "study"]

@@ -1,0 +1,84 @@
+"""Validation loss and bits per byte of one revision, overall and per source.
+
+Definitions (docs/study.md repeats them):
+- `val_loss` = mean cross-entropy, in nats, over every predicted token of the fixed
+  validation windows (the targets `window[1:]`), EOS targets included, computed in
+  float32 from the logits over the real vocabulary.
+- `val_bpb` = (sum of those cross-entropies in nats) / (ln 2 * B), where B is the number
+  of UTF-8 bytes the predicted tokens stand for (tokbytes.py: exact per token; special
+  tokens such as EOS are 0 bytes, so their loss is charged to the text's bytes, as when
+  compressing the concatenated corpus with its document boundaries).
+- Per source group the same two numbers over that group's predicted tokens.
+Sums are kept in float64 so the per-source numbers add up to the totals.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from checkpoints.study.data import EvalSet
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, plain fp32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def token_losses(
+    model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """(N, T) float64 cross-entropy in nats of each target token."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        x = torch.from_numpy(inputs[start : start + batch_size]).to(device)
+        y = torch.from_numpy(targets[start : start + batch_size]).to(device)
+        with autocast(device):
+            logits = model(x)  # (B, T, V)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+        out.append(ce.view_as(y).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def bpb(ce_sum: float, nbytes: int) -> float | None:
+    """Bits per byte from a sum of cross-entropies in nats; None without bytes."""
+    return ce_sum / (math.log(2) * nbytes) if nbytes > 0 else None
+
+
+def summarise(ce: np.ndarray, data: EvalSet) -> tuple[dict, list[dict]]:
+    """(the revision's val_loss / val_bpb columns, one dict per source group)."""
+    row = {
+        "val_loss": float(ce.mean()),
+        "val_bpb": bpb(float(ce.sum()), int(data.nbytes.sum())),
+        "val_tokens": int(ce.size),
+        "val_bytes": int(data.nbytes.sum()),
+    }
+    size = len(data.sources)
+    group = data.group.ravel()
+    loss = np.bincount(group, weights=ce.ravel(), minlength=size)
+    count = np.bincount(group, minlength=size)
+    nbytes = np.bincount(group, weights=data.nbytes.ravel(), minlength=size).astype(np.int64)
+    sources = [
+        {
+            "source": name,
+            "eval_tokens": int(count[i]),
+            "eval_bytes": int(nbytes[i]),
+            "loss": float(loss[i] / count[i]),
+            "bpb": bpb(float(loss[i]), int(nbytes[i])),
+        }
+        for i, name in enumerate(data.sources)
+        if count[i] > 0
+    ]
+    return row, sources
+
+
+def evaluate(model: torch.nn.Module, data: EvalSet, batch_size: int) -> tuple[dict, list[dict]]:
+    return summarise(token_losses(model, data.inputs, data.targets, batch_size), data)

@@ -1,0 +1,180 @@
+"""`study()`: evaluate every revision of a run (cached), then write CSVs, plots and the report.
+
+Design choices:
+- Steps: find the revisions (discover.py), fix the data (data.py: validation windows,
+  memorisation sample), evaluate each revision or take it from the cache (cache.py),
+  then write `metrics.csv`, `sources.csv`, the PNGs, `report.html` and `study.json`
+  (what was evaluated and what was cached, the settings, the time taken).
+- One revision at a time is in memory, plus the previous one's parameters on the CPU
+  for `dnorm` (reloaded from disk when the previous revision came from the cache).
+- The progress bar (tqdm) shows how many revisions came from the cache; it is off
+  with `quiet` or when stderr is not a terminal. Unless `quiet`, one summary line is
+  printed at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from checkpoints.files import write_json_atomic
+from checkpoints.load import load, load_config
+from checkpoints.study import figures as figs
+from checkpoints.study.cache import Cache
+from checkpoints.study.data import Plan, check_compatible, make_plan
+from checkpoints.study.discover import Revision, Target, discover
+from checkpoints.study.evaluate import evaluate
+from checkpoints.study.memorise import memorisation
+from checkpoints.study.norms import norm_columns, parameters
+from checkpoints.study.report import write_report
+from checkpoints.study.settings import StudySettings
+from checkpoints.study.tables import (
+    SOURCE_COLUMNS,
+    columns,
+    metric_row,
+    source_rows,
+    write_csv,
+)
+from model import GPT
+
+
+def evaluate_revision(
+    model: torch.nn.Module,
+    rev: Revision,
+    plan: Plan,
+    settings: StudySettings,
+    params: dict[str, torch.Tensor],
+    prev: dict[str, torch.Tensor] | None,
+) -> dict[str, Any]:
+    """Everything measured on one revision (`params`: its weights on the CPU): the record."""
+    row, sources = evaluate(model, plan.evalset, settings.batch_size)
+    mem_row, detail = memorisation(
+        model, plan.mem, settings.mem_prefix, settings.batch_size, rev.step
+    )
+    first = plan.mem.first_step
+    return {
+        "revision": rev.name,
+        "step": rev.step,
+        "row": row | mem_row | norm_columns(params, prev),
+        "sources": sources,
+        "memorisation": {
+            "windows": plan.mem.windows.tolist(),
+            "first_step": first.tolist() if first is not None else None,
+            **detail,
+        },
+    }
+
+
+def _load(rev: Revision, plan: Plan, settings: StudySettings) -> torch.nn.Module:
+    model = load(rev.path, device=settings.torch_device())
+    span = settings.mem_prefix + settings.mem_length
+    check_compatible(rev.path, rev.meta, model.config, plan, span)
+    return model
+
+
+def evaluate_all(
+    target: Target, plan: Plan, settings: StudySettings, cache: Cache, quiet: bool
+) -> tuple[list[dict], list[str]]:
+    """(one record per revision, names of the revisions evaluated rather than cached)."""
+    records: list[dict] = []
+    evaluated: list[str] = []
+    prev: tuple[Revision, str, dict | None] | None = None  # revision, weights sha, params
+    show = not quiet and sys.stderr.isatty()
+    bar = tqdm(target.revisions, desc="study", unit="rev", disable=not show)
+    for rev in bar:
+        sha = rev.weights_sha256()
+        key = settings.key(data=plan.key, weights=sha, previous=prev[1] if prev else None)
+        record, params = cache.get(rev.name, key), None
+        if record is None:
+            model = _load(rev, plan, settings)
+            params = parameters(model)
+            prev_params = prev[2] if prev else None
+            if prev is not None and prev_params is None:
+                prev_params = parameters(load(prev[0].path))
+            record = evaluate_revision(model, rev, plan, settings, params, prev_params)
+            cache.put(rev.name, key, record)
+            evaluated.append(rev.name)
+        records.append(record)
+        bar.set_postfix(cached=len(records) - len(evaluated), evaluated=len(evaluated))
+        prev = (rev, sha, params)
+    return records, evaluated
+
+
+def _facts(target: Target, plan: Plan, settings: StudySettings, evaluated: int) -> dict:
+    revs = target.revisions
+    with torch.device("meta"):
+        params = GPT(load_config(revs[-1].path)).num_params()
+    mem = plan.mem
+    return {
+        "source": str(target.source),
+        "revisions": f"{len(revs)} (steps {revs[0].step} .. {revs[-1].step})",
+        "parameters": f"{params:,}",
+        "dataset": str(plan.dataset),
+        "validation": f"{plan.evalset.inputs.shape[0]} windows of {plan.seq_len} tokens",
+        "memorisation": f"{len(mem.windows)} training sequences, {settings.mem_prefix}-token "
+        f"prompt, {settings.mem_length} tokens to match",
+        "seen/unseen split": "from the data order" if plan.order_known else "unavailable",
+        "evaluated / cached": f"{evaluated} / {len(revs) - evaluated}",
+    }
+
+
+def study(
+    run_or_dir: str | Path,
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    *,
+    seq_len: int | None = None,
+    eval_windows: int = 64,
+    mem_samples: int = 64,
+    mem_prefix: int = 32,
+    mem_length: int = 32,
+    mem_seed: int = 0,
+    batch_size: int = 16,
+    source_depth: int = 1,
+    device: str = "auto",
+    force: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Study every revision under `run_or_dir`; returns the path of `report.html`."""
+    start = time.perf_counter()
+    settings = StudySettings(
+        eval_windows, seq_len, mem_samples, mem_prefix, mem_length, mem_seed, batch_size,
+        source_depth, device,
+    )  # fmt: skip
+    target = discover(run_or_dir)
+    plan = make_plan(target, data, settings)
+    out = Path(out) if out is not None else target.default_out
+    out.mkdir(parents=True, exist_ok=True)
+    records, evaluated = evaluate_all(target, plan, settings, Cache(out / "cache", force), quiet)
+    pairs = list(zip(target.revisions, records, strict=True))
+    rows = [metric_row(rev, rec) for rev, rec in pairs]
+    by_source = [row for rev, rec in pairs for row in source_rows(rev, rec)]
+    write_csv(out / "metrics.csv", columns(rows), rows)
+    write_csv(out / "sources.csv", SOURCE_COLUMNS, by_source)
+    pictures = figs.curves(rows) + figs.per_source(rows, by_source)
+    pictures += figs.moe(rows, [rev.meta for rev in target.revisions])
+    for fig in pictures:
+        (out / fig.name).write_bytes(fig.png)
+    facts = _facts(target, plan, settings, len(evaluated))
+    report = write_report(
+        out / "report.html", target.name, facts, target.run_config, rows, pictures
+    )
+    seconds = time.perf_counter() - start
+    write_json_atomic(out / "study.json", {
+        "source": str(target.source), "dataset": str(plan.dataset),
+        "settings": vars(settings) | {"data_key": plan.key},
+        "revisions": [r.name for r in target.revisions], "evaluated": evaluated,
+        "cached": [r.name for r in target.revisions if r.name not in evaluated],
+        "figures": [f.name for f in pictures], "seconds": round(seconds, 3),
+    })  # fmt: skip
+    if not quiet:
+        print(
+            f"study: {len(rows)} revisions ({len(rows) - len(evaluated)} cached, "
+            f"{len(evaluated)} evaluated) in {seconds:.1f}s -> {report}"
+        )
+    return report

@@ -1,0 +1,203 @@
+"""`strata study` end to end on a tiny trained run: CSVs, report, cache, HF folders, errors."""
+
+import base64
+import json
+import math
+import re
+import shutil
+
+import pytest
+import torch
+
+from checkpoints.export import export_hf
+from checkpoints.load import load, read_metadata
+from checkpoints.publish import publish_revision
+from checkpoints.study import study
+from checkpoints.study.png import decode_png
+from checkpoints.study.tables import read_csv
+from tests.conftest import tiny_overrides
+from tokenizer import Tokenizer
+from train.cli import main
+from train.config import load_config
+from train.trainer import Trainer
+
+SMALL = {"eval_windows": 8, "mem_samples": 8, "quiet": True}
+STEPS = [0, 1, 2, 4, 8, 12]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls are fastest on one thread (and the test machine's cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    """A 12-step debug run publishing steps 0, 1, 2, 4, 8, 12."""
+    out = tmp_path_factory.mktemp("study_run")
+    cfg = load_config("configs/debug.toml", tiny_overrides(tiny_dataset, out, **{"run.name": "r"}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(cfg).fit()
+    finally:
+        torch.set_num_threads(before)
+    return out / "r"
+
+
+@pytest.fixture(scope="module")
+def studied(tiny_run):
+    return study(tiny_run, **SMALL)
+
+
+def study_log(report):
+    return json.loads((report.parent / "study.json").read_text())
+
+
+def test_one_finite_row_per_revision(tiny_run, studied):
+    assert studied == tiny_run / "study" / "report.html"
+    rows = read_csv(studied.parent / "metrics.csv")
+    assert list(rows[0])[:7] == ["revision", "step", "tokens", "val_loss", "val_bpb",
+                                 "mem_seen", "mem_unseen"]  # fmt: skip
+    assert [int(r["step"]) for r in rows] == STEPS
+    assert [int(r["tokens"]) for r in rows] == [s * 4 * 32 for s in STEPS]
+    for row in rows:
+        for key in ("val_loss", "val_bpb", "norm/total", "norm/layers.1.mlp", "mem_all"):
+            assert math.isfinite(float(row[key])), (row["revision"], key)
+        assert int(row["n_seen"]) + int(row["n_unseen"]) == 8
+    assert rows[0]["dnorm/total"] == "" and rows[0]["mem_seen"] == "" and rows[0]["n_seen"] == "0"
+    assert all(float(r["dnorm/total"]) > 0 for r in rows[1:])
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert float(rows[0]["val_loss"]) == pytest.approx(math.log(288), abs=0.3)
+    sources = read_csv(studied.parent / "sources.csv")
+    for row in rows:
+        mine = [s for s in sources if s["revision"] == row["revision"]]
+        assert sum(int(s["eval_tokens"]) for s in mine) == int(row["val_tokens"])
+        assert {s["source"] for s in mine} <= {f"mod_{i}.py" for i in range(10)}
+
+
+def test_report_is_self_contained(studied):
+    page = studied.read_text()
+    log = study_log(studied)
+    assert {"loss.png", "memorisation.png", "norms.png", "dnorm.png", "sources.png"} <= set(
+        log["figures"]
+    )
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == len(log["figures"])
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert decode_png(base64.b64decode(src.split(",", 1)[1])).shape[2] == 3
+    for href in re.findall(r'href="([^"]*)"', page):
+        assert (studied.parent / href).is_file(), href
+    assert "http" not in page.lower() and "<link" not in page and "<script" not in page
+    assert "Study of r" in page and "step12" in page
+
+
+def test_cache_reuses_and_evaluates_only_new_revisions(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("study", "resume"))
+    first = study(run, **SMALL)
+    assert study_log(first)["evaluated"] == [f"step{s}" for s in STEPS]
+    before = (first.parent / "metrics.csv").read_text()
+    again = study(run, **SMALL)
+    assert study_log(again)["evaluated"] == [] and len(study_log(again)["cached"]) == 6
+    assert (again.parent / "metrics.csv").read_text() == before
+    last = run / "checkpoints" / "step12"
+    model, meta = load(last), read_metadata(last)
+    with torch.no_grad():
+        model.tok_embeddings.weight.mul_(1.01)
+    info = {k: meta[k] for k in ("tokens", "data", "run")} | {"tokens": 16 * 128}
+    publish_revision(run / "checkpoints", 16, model, model.config, Tokenizer.load(last), info)
+    third = study(run, **SMALL)
+    assert study_log(third)["evaluated"] == ["step16"]
+    rows = read_csv(third.parent / "metrics.csv")
+    assert rows[-1]["step"] == "16" and float(rows[-1]["dnorm/embed"]) == pytest.approx(0.01)
+    forced = study(run, **SMALL, force=True)
+    assert len(study_log(forced)["evaluated"]) == 7
+    other_settings = study(run, **(SMALL | {"eval_windows": 4}))
+    assert len(study_log(other_settings)["evaluated"]) == 7
+
+
+def test_moe_routing_from_strata_json(tiny_run, studied, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("resume"))  # keeps the cache
+    for i, step in enumerate(STEPS):
+        path = run / "checkpoints" / f"step{step}" / "strata.json"
+        meta = json.loads(path.read_text())
+        frac = [0.25 + 0.05 * i, 0.25, 0.25, 0.25 - 0.05 * i]
+        meta["moe_routing"] = {
+            f"layers.{layer}": {
+                "fraction": frac,
+                "max_mean_ratio": 4 * frac[0],
+                "entropy": 1.0,
+                "entropy_normalized": 0.7,
+            }
+            for layer in (0, 1)
+        }
+        path.write_text(json.dumps(meta))  # fmt: skip
+    report = study(run, **SMALL)
+    assert study_log(report)["evaluated"] == []  # routing is read, not evaluated
+    rows = read_csv(report.parent / "metrics.csv")
+    assert float(rows[2]["moe/layers.1/max_mean_ratio"]) == pytest.approx(1.4)
+    assert float(rows[0]["moe/layers.0/entropy"]) == 1.0 and rows[0]["mem_all"] != ""
+    figures = study_log(report)["figures"]
+    assert {"moe_balance.png", "moe_layers.0.png", "moe_layers.1.png"} <= set(figures)
+    assert decode_png((report.parent / "moe_layers.1.png").read_bytes()).shape == (420, 780, 3)
+
+
+def test_hugging_face_folders(tiny_run, studied, tiny_dataset, tmp_path):
+    hf = tmp_path / "hf"
+    for step in (0, 4, 12):
+        export_hf(tiny_run / "checkpoints" / f"step{step}", hf / f"step{step}")
+    exported = read_csv(study(hf, **SMALL).parent / "metrics.csv")  # strata.json kept
+    ours = {r["step"]: r for r in read_csv(studied.parent / "metrics.csv")}
+    for row in exported:
+        for key in ("tokens", "val_loss", "mem_seen", "norm/total"):
+            assert row[key] == ours[row["step"]][key], key
+    for step in (0, 4, 12):
+        (hf / f"step{step}" / "strata.json").unlink()  # now plain Hugging Face folders
+    with pytest.raises(ValueError, match="records no dataset; pass --data"):
+        study(hf, **SMALL)
+    report = study(hf, out=tmp_path / "plain", data=tiny_dataset, seq_len=32, **SMALL)
+    rows = read_csv(report.parent / "metrics.csv")
+    assert [r["step"] for r in rows] == ["0", "4", "12"] and rows[0]["tokens"] == ""
+    assert rows[0]["n_seen"] == "" and math.isfinite(float(rows[-1]["mem_all"]))
+    assert all(math.isfinite(float(r["val_bpb"])) for r in rows)
+    (hf / "step4" / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="step4: tokenizer sha256"):
+        study(hf, data=tiny_dataset, seq_len=32, out=tmp_path / "o", **SMALL)
+
+
+def test_bad_inputs_are_clear_errors(tiny_run, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere: no such folder"):
+        study(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no revision folders"):
+        study(tmp_path / "empty")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        study(tmp_path / "file.txt")
+    with pytest.raises(ValueError, match="is one revision"):
+        study(tiny_run / "checkpoints" / "step4")
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        study(tiny_run, data=tmp_path / "empty", **SMALL)
+    with pytest.raises(ValueError, match="eval_windows must be an integer >= 1"):
+        study(tiny_run, eval_windows=0)
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        study(tiny_run, out=tmp_path / "o", mem_prefix=200, mem_length=100, **SMALL)
+
+
+def test_command_line(tiny_run, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["study", str(tiny_run / "checkpoints"), "--out", str(out), "--eval-windows", "4",
+            "--mem-samples", "4", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "6 revisions (0 cached, 6 evaluated)" in capsys.readouterr().out
+    assert main(args + ["--quiet"]) == 0 and capsys.readouterr().out == ""
+    assert (out / "report.html").is_file() and (out / "metrics.csv").is_file()
+    assert main(["study", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("strata: error: ") and "missing" in err[0]

@@ -1,0 +1,164 @@
+"""`strata batch` and `strata verify`: the data and checkpoint ledger, from the command line.
+
+    strata batch RUN --step N [--rank R --world W] [--format text|json]
+    strata batch RUN --find TEXT | --doc ID [--format text|json]
+    strata verify RUN_OR_DIR [--format text|json]
+
+The work is done by `checkpoints/provenance.py` and `checkpoints/verify.py`; this module
+only parses arguments and prints. Usage errors raise ValueError (`strata: error: ...`,
+exit 2, from `train/cli.py`); `strata verify` exits 1 when it finds a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from checkpoints.provenance import Batch, RunSpec
+    from tokenizer import Tokenizer
+
+MAX_HITS_SHOWN = 50
+
+
+def add_batch_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="show global batch N, or when a text/document was trained")
+    p.add_argument("run", help="run folder (with config.toml)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--step", type=int, metavar="N", help="show global batch N (trained by update N -> N+1)"
+    )
+    what.add_argument("--find", metavar="TEXT", help="steps whose sequences contain TEXT")
+    what.add_argument(
+        "--doc", type=int, metavar="ID", help="steps whose sequences overlap document ID"
+    )
+    p.add_argument("--rank", type=int, metavar="R", help="with --step: show only this rank's slice")
+    p.add_argument("--world", type=int, metavar="W", help="with --rank: number of processes")
+    p.add_argument(
+        "--dataset", metavar="DIR", help="prepared dataset (default: data.dataset of config.toml)"
+    )
+    p.add_argument("--format", choices=["text", "json"], default="text", help="json: one line")
+    p.set_defaults(func=cmd_batch)
+
+
+def add_verify_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check published checkpoints against their ledger")
+    p.add_argument("path", help="run folder or its checkpoints/ folder")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="json: one line")
+    p.set_defaults(func=cmd_verify)
+
+
+def _json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False))  # one object on one line (pipe into jq)
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    from checkpoints.provenance import find_doc, find_text, read_batch, read_run
+    from tokenizer import Tokenizer, TokenShards
+
+    if (args.rank is None) != (args.world is None) or (args.rank is not None and args.step is None):
+        raise ValueError("--rank and --world go together, with --step")
+    spec = read_run(args.run, args.dataset)
+    shards = TokenShards(spec.dataset, "train")
+    tok_dir = spec.run_dir / "tokenizer"
+    tok = Tokenizer.load(tok_dir if tok_dir.is_dir() else spec.dataset / "tokenizer")
+    if args.step is not None:
+        batch = read_batch(spec, shards, args.step, args.rank, args.world)
+        show = _batch_json if args.format == "json" else _batch_text
+        show(spec, batch, tok, args)
+        return
+    if args.find is not None:
+        found = find_text(spec, shards, tok, args.find)
+    else:
+        found = find_doc(spec, shards, args.doc)
+    if args.format == "json":
+        _json({"run": str(spec.run_dir), **found})
+    else:
+        _found_text(found)
+
+
+def _batch_json(spec: RunSpec, batch: Batch, tok: Tokenizer, args: argparse.Namespace) -> None:
+    rows = []
+    for k, row in enumerate(batch.rows):
+        docs = [{"id": d, "source": s} for d, s in batch.documents[k]]
+        w = int(batch.windows[k])
+        rows.append({"row": row, "window": w, "epoch": int(batch.epochs[k]),
+                     "start": w * spec.seq_len, "documents": docs,
+                     "tokens": batch.tokens[k].tolist()})  # fmt: skip
+    _json({
+        "run": str(spec.run_dir), "dataset": str(spec.dataset), "step": batch.step,
+        "future": batch.step >= spec.max_steps, "max_steps": spec.max_steps,
+        "seed": spec.seed, "seq_len": spec.seq_len,
+        "global_batch_size": spec.global_batch_size, "rank": args.rank, "world": args.world,
+        "batch_sha256": batch.batch_sha256, "slice_sha256": batch.slice_sha256, "rows": rows,
+    })  # fmt: skip
+
+
+def _batch_text(spec: RunSpec, batch: Batch, tok: Tokenizer, args: argparse.Namespace) -> None:
+    print(f"global batch {batch.step} of {spec.run_dir} (trained by the update "
+          f"{batch.step} -> {batch.step + 1})")  # fmt: skip
+    if batch.step >= spec.max_steps:
+        print(f"note: step {batch.step} >= max_steps {spec.max_steps}: this batch was not "
+              "trained on; it is the one a longer run would use")  # fmt: skip
+    print(f"dataset {spec.dataset}  seed {spec.seed}  seq_len {spec.seq_len}  "
+          f"global_batch_size {spec.global_batch_size}")  # fmt: skip
+    print(f"batch_sha256 {batch.batch_sha256}")
+    if args.world is not None:
+        print(f"rank {args.rank} of {args.world}: rows {batch.rows.start}..{batch.rows.stop - 1}"
+              f"  slice_sha256 {batch.slice_sha256}")  # fmt: skip
+    for k, row in enumerate(batch.rows):
+        w = int(batch.windows[k])
+        docs = ", ".join(f"{d} ({s})" for d, s in batch.documents[k])
+        start = w * spec.seq_len
+        print(f"\n--- row {row}  window {w}  epoch {int(batch.epochs[k])}  tokens "
+              f"[{start}, {start + spec.seq_len + 1})  documents {docs}")  # fmt: skip
+        print(tok.decode(batch.tokens[k].tolist()))
+
+
+def _found_text(found: dict[str, Any]) -> None:
+    q = found["query"]
+    if "text" in q:
+        print(f"{q['text']!r} ({len(q['tokens'])} tokens; {q['method']} search): "
+              f"{found['occurrences']} occurrence(s) in the train stream, "
+              f"{found['in_one_window']} inside one window's inputs, "
+              f"{found['across_windows']} across a window boundary, "
+              f"{found['after_last_window']} after the last window")  # fmt: skip
+    else:
+        print(f"document {q['doc']} ({q['source']}), tokens [{q['start']}, {q['end']}): "
+              f"overlapped by {len(found['windows'])} window(s)")  # fmt: skip
+    hits = found["hits"]
+    print(f"trained at {len(found['steps'])} step(s) (of max_steps {found['max_steps']}):")
+    for h in hits[:MAX_HITS_SHOWN]:
+        print(f"  step {h['step']}  row {h['row']}  window {h['window']}  epoch {h['epoch']}")
+    if len(hits) > MAX_HITS_SHOWN:
+        print(f"  ... and {len(hits) - MAX_HITS_SHOWN} more (--format json lists all)")
+    revs = found["revisions"]
+    where = f"published revisions ({found['revisions_source']})"
+    if not revs:
+        print(f"no {where} have seen it")
+        return
+    print(f"{where} that have seen it (batches seen): "
+          + ", ".join(f"{r['revision']} ({r['batches_seen']})" for r in revs))  # fmt: skip
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from checkpoints.verify import check
+
+    report = check(Path(args.path))
+    if args.format == "json":
+        _json({"ok": not report.problems, "revisions": report.revisions, "files": report.files,
+               "bytes": report.bytes, "problems": [vars(p) for p in report.problems],
+               "notes": report.notes})  # fmt: skip
+    else:
+        for problem in report.problems:
+            print(problem)
+        for note in report.notes:
+            print(f"note: {note}")
+        status = f"{len(report.problems)} problem(s)" if report.problems else "ok"
+        print(f"{status}: {report.revisions} revision(s), {report.files} file(s), "
+              f"{report.bytes / 1e6:.1f} MB hashed")  # fmt: skip
+    if report.problems:
+        sys.exit(1)
