@@ -82,7 +82,9 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print a recipe's fully resolved config")
     p.add_argument("config", help="TOML recipe")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    p.add_argument("--get", metavar="SECTION.KEY", help="print only this value")
+    p.add_argument(
+        "--get", metavar="SECTION.KEY", help="print only this value (run.dir: the run folder)"
+    )
     p.set_defaults(func=cmd_config)
 
 
@@ -186,6 +188,9 @@ def cmd_config(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     if not args.get:
         print(dump_toml(cfg), end="")
+        return
+    if args.get == "run.dir":  # derived: where the run writes (run.out_dir / run.name)
+        print(cfg.run_dir)
         return
     section, _, key = args.get.partition(".")
     values = cfg.to_dict()

@@ -105,3 +105,25 @@ def test_sigterm_exits_zero_with_a_resume_checkpoint(tiny_dataset, tmp_path):
     step = int(err.split("stopped by signal at step ")[1].split(":")[0])
     latest = (tmp_path / "debug" / "resume" / "latest").read_text().strip()
     assert latest == f"step-{step:08d}" and step > 0
+
+
+def test_launch_sh_trains_then_writes_the_study_report(tiny_dataset, tmp_path):
+    """What `./launch.sh` does for the quickstart, on the tiny data: train, then study."""
+    assert strata("config", "configs/debug.toml", "run.name=x", "--get", "run.dir").stdout == (
+        "runs/x\n"
+    )
+    values = {"train.max_steps": 8, "train.threads": 1}
+    result = subprocess.run(
+        ["./launch.sh", "configs/debug.toml", *tiny_overrides(tiny_dataset, tmp_path, **values)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable, "STUDY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"+ strata study {tmp_path / 'debug'}" in result.stdout
+    study = tmp_path / "debug" / "study"
+    rows = (study / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5  # header + revisions 0, 1, 2, 4, 8
+    assert (study / "report.html").stat().st_size > 1000

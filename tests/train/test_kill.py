@@ -111,14 +111,16 @@ def test_kill9_then_rerun_resumes_the_same_run(killed, tiny_dataset, nproc):
         torch.testing.assert_close(b[key], tensor, atol=1e-5, rtol=1e-4, msg=key)
 
 
-@pytest.mark.parametrize("target", ["launcher", "group"])
-def test_sigterm_through_launch_sh_exits_zero_with_a_checkpoint(tiny_dataset, tmp_path, target):
+@pytest.mark.parametrize(("nproc", "target"), [(2, "launcher"), (2, "group"), (1, "launcher")])
+def test_sigterm_through_launch_sh_exits_zero_with_a_checkpoint(
+    tiny_dataset, tmp_path, nproc, target
+):
     values = {"run.name": "term", "train.max_steps": 400, "train.threads": 1}
     cmd = ["./launch.sh", "configs/debug.toml", *tiny_overrides(tiny_dataset, tmp_path, **values)]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**ENV, "NPROC": "2"},
+        env={**ENV, "NPROC": str(nproc), "STUDY": "1"},  # no study after a preemption
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -137,7 +139,7 @@ def test_sigterm_through_launch_sh_exits_zero_with_a_checkpoint(tiny_dataset, tm
         if proc.poll() is None:
             kill_all(proc)
     assert proc.returncode == 0, output[-3000:]
-    assert "stopped by signal" in output
+    assert "stopped by signal" in output and "strata study" not in output
     last = read_metrics(run_dir)[-1]["step"]
     assert last < 400
     assert (run_dir / "resume" / "latest").read_text().strip() == f"step-{last:08d}"
