@@ -112,7 +112,12 @@ def publish_revision(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     info = {"revision": final.name, "step": step, **info}
-    meta = write_revision(tmp, model, config, tokenizer, info)
+    try:
+        meta = write_revision(tmp, model, config, tokenizer, info)
+    except BaseException:
+        if _rank0():  # a failed write (disk full) leaves nothing behind
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if meta is not None:
         replace_dir(tmp, final)
         update_manifest(root, meta)

@@ -17,6 +17,7 @@ writes its shards and reads the slices it needs. Saving and loading are collecti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import warnings
@@ -107,7 +108,8 @@ class ResumeWriter:
             )
             self.pending = (future, tmp, final, trainer_state)
         else:
-            _quiet(dcp.save, state, checkpoint_id=str(tmp), no_dist=_single())
+            with _cleanup_on_error(tmp):
+                _quiet(dcp.save, state, checkpoint_id=str(tmp), no_dist=_single())
             self._finish(tmp, final, trainer_state)
         return final
 
@@ -117,7 +119,8 @@ class ResumeWriter:
             return
         future, tmp, final, trainer_state = self.pending
         self.pending = None
-        future.result()
+        with _cleanup_on_error(tmp):
+            future.result()
         self._finish(tmp, final, trainer_state)
 
     def _finish(self, tmp: Path, final: Path, trainer_state: dict[str, Any]) -> None:
@@ -130,6 +133,18 @@ class ResumeWriter:
             (self.resume_dir / f".{LATEST}.tmp").replace(self.resume_dir / LATEST)
             prune(self.resume_dir, self.keep)
         _barrier()
+
+
+@contextlib.contextmanager
+def _cleanup_on_error(tmp: Path):
+    """Remove a half-written checkpoint folder when writing it fails (disk full, say);
+    `latest` still names the previous, complete one."""
+    try:
+        yield
+    except BaseException:
+        if _rank0():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_resume(

@@ -29,6 +29,7 @@ from train.cli_ledger import add_batch_parser, add_verify_parser
 from train.cli_study import add_parser as _add_study
 
 EXIT_USAGE = 2
+EXIT_STOPPED = 1  # training stopped on a fault (see train.trainer.RunStopped)
 
 
 def _add_corpus(sub: argparse._SubParsersAction) -> None:
@@ -170,12 +171,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from train.config import load_config
     from train.dist import rank, shutdown_distributed
-    from train.trainer import Trainer
+    from train.trainer import RunStopped, Trainer
 
     cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg)
     try:
         trainer.fit()
+    except RunStopped as err:  # diverged or disk full: the message says what was kept
+        print(f"strata: error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_STOPPED) from None
     finally:
         shutdown_distributed()
     if rank() == 0:

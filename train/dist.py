@@ -88,6 +88,14 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def set_deterministic() -> None:
+    """Deterministic algorithms everywhere (an error for ops that have none), and the
+    cuBLAS workspace setting they need on CUDA (set before the first cuBLAS call)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every process's (n, ...) tensor along dim 0, in rank order (the same
     n on every process)."""

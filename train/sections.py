@@ -28,7 +28,8 @@ class RunConfig:
     """Parent folder of run directories."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name", self.name)
+        ok = bool(self.name) and self.name not in (".", "..") and not set("/\\\0") & set(self.name)
+        _check(ok, "run.name", "a folder name (not '.' or '..', no '/' or '\\')", self.name)
 
 
 @dataclass
@@ -77,6 +78,18 @@ class TrainConfig:
     """Recompute activations in backward: `none`, `full` (all blocks), `selective` (every other)."""
     compile: bool = False
     """`torch.compile` each transformer block."""
+    deterministic: bool = False
+    """Deterministic algorithms (`torch.use_deterministic_algorithms`): CPU runs are bitwise
+    reproducible; on GPU see docs/reliability.md for what stays nondeterministic."""
+    max_bad_steps: int = 5
+    """A step whose loss or gradient norm is NaN/Inf is skipped (no update) and logged; after
+    this many in a row the run stops with a resume checkpoint of the last good state. 0 turns
+    the check off (it reads two scalars back from the device every step)."""
+    spike_factor: float = 0.0
+    """Record a loss spike (batch indices and per-sequence losses in RUN/spikes/) when a
+    step's loss exceeds this multiple of the mean of the last `spike_window` losses; 0 = off."""
+    spike_window: int = 50
+    """Steps in the running mean that `spike_factor` compares against."""
 
     def __post_init__(self) -> None:
         for key in ("seq_len", "global_batch_size", "micro_batch_size", "max_steps"):
@@ -86,6 +99,11 @@ class TrainConfig:
         _check(self.eval_every >= 0, "train.eval_every", "an integer >= 0", self.eval_every)
         _check(self.eval_batches > 0, "train.eval_batches", "a positive integer", self.eval_batches)
         _check(self.threads >= 0, "train.threads", "an integer >= 0", self.threads)
+        _check(
+            self.max_bad_steps >= 0, "train.max_bad_steps", "an integer >= 0", self.max_bad_steps
+        )
+        _check(self.spike_factor >= 0, "train.spike_factor", "a value >= 0", self.spike_factor)
+        _check(self.spike_window > 0, "train.spike_window", "a positive integer", self.spike_window)
         dtypes = ("auto", "bf16", "fp16", "fp32")
         _check(self.dtype in dtypes, "train.dtype", f"one of {dtypes}", self.dtype)
         dev = self.device

@@ -8,7 +8,16 @@ step and the data order a pure function of (dataset, seed, seq_len, global batch
 so a resumed run continues exactly where the checkpoint left off.
 
 Losses and norms stay on the device inside a step; they are read back (one host sync)
-only at log, eval and publication steps.
+only at log, eval and publication steps, and, while the bad-step check is on
+(`train.max_bad_steps > 0`, or `train.spike_factor > 0`), once per step as two scalars.
+
+Faults: a step whose global loss or gradient norm is NaN/Inf is skipped (gradients
+dropped, no update) and counted in `skipped_steps`; `train.max_bad_steps` such steps in a
+row stop the run with a resume checkpoint (the weights of the last good step) and
+`RunStopped`. A loss above `train.spike_factor` x the running mean is recorded in
+`RUN/spikes/stepN.json` with the batch's window indices and per-sequence losses,
+measured before the update. A failed checkpoint or publication write (disk full) stops
+the run with `RunStopped`; the previous checkpoint is untouched.
 
 Under torchrun the model is sharded with FSDP2 (`train/parallelize.py`), so every
 forward is a collective: every process runs `train_step`, `evaluate` and
@@ -19,6 +28,7 @@ values, the same whatever the number of processes.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import shutil
@@ -30,7 +40,7 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from checkpoints.files import sha256_file
+from checkpoints.files import sha256_file, write_json_atomic
 from checkpoints.hf import check_hf_compatible
 from checkpoints.publish import publish_revision, read_manifest
 from checkpoints.resume import ResumeWriter, latest_resume, load_resume
@@ -46,6 +56,10 @@ from train.metrics import MetricsLogger, peak_flops
 from train.optim import build_optimizer, lr_at, set_lr
 from train.parallelize import parallelize
 from train.preempt import Preemption
+
+
+class RunStopped(RuntimeError):
+    """The run cannot go on (diverged, disk full); the message says what was kept."""
 
 
 def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
@@ -73,12 +87,18 @@ def build_model(config: ModelConfig, train: TrainConfig, device: torch.device) -
     return model
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 class Trainer:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.run_dir = cfg.run_dir
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            dist.set_deterministic()
         self.device = dist.pick_device(cfg.train.device)
         self.dtype = dist.pick_dtype(cfg.train.dtype, self.device)
         dist.init_distributed(self.device)
@@ -89,6 +109,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
         self.preempted = False
+        self.bad_in_a_row, self.skipped_steps, self.spikes = 0, 0, 0
+        self.recent_losses: collections.deque[float] = collections.deque(
+            maxlen=cfg.train.spike_window
+        )
         self._resume()
         self.resume_writer = ResumeWriter(
             self.run_dir / "resume", cfg.checkpoint.keep, cfg.checkpoint.async_save
@@ -192,14 +216,67 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if isinstance(grad_norm, DTensor):  # sharded gradients: the global norm
             grad_norm = grad_norm.full_tensor()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {
+        out = {
             "loss": total / len(micro),
             "z_loss": z_total / len(micro),
             "grad_norm": grad_norm,
             "data_wait": data_wait,
+            "skipped": False,
         }
+        if self._checks_each_step():
+            out["skipped"] = self._check_step(step, out, micro)
+        if not out["skipped"]:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    def _checks_each_step(self) -> bool:
+        return self.cfg.train.max_bad_steps > 0 or self.cfg.train.spike_factor > 0
+
+    def _check_step(self, step: int, out: dict[str, Any], micro: list) -> bool:
+        """Before the update: True when the step must be skipped (non-finite loss or
+        gradient norm); records a loss spike. One host sync; the same answer everywhere."""
+        values = torch.stack([out["loss"].float(), out["grad_norm"].float()])
+        loss, norm = dist.all_reduce_mean(values).tolist()  # the norm is already global
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            if self.cfg.train.max_bad_steps > 0:
+                return True
+            return False  # unchecked: the log step reports it
+        factor, recent = self.cfg.train.spike_factor, self.recent_losses
+        if factor > 0 and len(recent) >= min(10, recent.maxlen or 1):
+            mean = sum(recent) / len(recent)
+            if loss > factor * mean:
+                self._record_spike(step, loss, mean, micro)
+        recent.append(loss)
+        return False
+
+    @torch.no_grad()
+    def _record_spike(self, step: int, loss: float, mean: float, micro: list) -> None:
+        """Write RUN/spikes/step{step+1}.json: global batch `step`'s windows and the loss of
+        each of its sequences under the weights that produced the spike."""
+        losses = []
+        for inputs, targets in micro:
+            with dist.autocast(self.device, self.dtype):
+                logits = self.model(inputs, segment_ids=self._segments(inputs))  # (B, T, V)
+            ce = torch.nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), targets.flatten(), reduction="none"
+            )
+            losses.append(ce.view(targets.shape).mean(1))  # (B,)
+        per_sequence = dist.all_gather_rows(torch.cat(losses)).tolist()  # global row order
+        self.spikes += 1
+        if dist.is_rank0():
+            (self.run_dir / "spikes").mkdir(parents=True, exist_ok=True)
+            record = {
+                "step": step + 1,
+                "batch": step,
+                "loss": loss,
+                "running_mean": mean,
+                "spike_factor": self.cfg.train.spike_factor,
+                "windows": self.batches.window_indices(step).tolist(),
+                "sequence_losses": per_sequence,
+            }
+            write_json_atomic(self.run_dir / "spikes" / f"step{step + 1}.json", record)
+        dist.print0(f"loss spike at step {step + 1}: {loss:.4f} vs running mean {mean:.4f}")
 
     def _sync_grads(self, enabled: bool) -> None:
         if isinstance(self.model, FSDPModule):
@@ -300,23 +377,65 @@ class Trainer:
     def _record(self, step: int, out: dict[str, Any], elapsed: float, steps: int) -> dict:
         tokens_per_s = steps * self.tokens_per_step / max(elapsed, 1e-9)
         mfu = self.flops_per_token * tokens_per_s / self.peak if self.peak else None
+        loss = dist.all_reduce_mean(out["loss"]).item()
         record = {
             "step": step,
             "tokens": step * self.tokens_per_step,
-            "loss": dist.all_reduce_mean(out["loss"]).item(),
+            "loss": loss if math.isfinite(loss) else None,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": out["grad_norm"].item(),
+            "grad_norm": _finite_or_none(out["grad_norm"].item()),
             "tokens_per_s": tokens_per_s,
             "tokens_per_s_per_device": tokens_per_s / dist.world_size(),
             "mfu": mfu,
             "data_wait_s": out["data_wait"],
             "batch_sha256": self._batch_digest(),  # of global batch step - 1
         }
+        if out["skipped"] or self.skipped_steps:
+            record |= {"skipped": out["skipped"], "skipped_steps": self.skipped_steps}
+        if self.spikes:
+            record["spikes"] = self.spikes
         if self.cfg.model.z_loss > 0:
             record["z_loss"] = dist.all_reduce_mean(out["z_loss"]).item()
         if self.device.type == "cuda":
             record["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return record
+
+    def _count_skipped(self, step: int, out: dict[str, Any]) -> None:
+        if not out["skipped"]:
+            self.bad_in_a_row = 0
+            return
+        self.bad_in_a_row += 1
+        self.skipped_steps += 1
+        dist.print0(f"step {step}: non-finite loss or gradient norm, update skipped")
+
+    def _stop_if_diverged(self, step: int) -> None:
+        """After `train.max_bad_steps` skipped steps in a row: a resume checkpoint (the
+        weights of the last good step) and `RunStopped`."""
+        limit = self.cfg.train.max_bad_steps
+        if limit == 0 or self.bad_in_a_row < limit:
+            return
+        self._save_or_stop(step, force=True)
+        self.resume_writer.wait()
+        raise RunStopped(
+            f"{limit} steps in a row had a non-finite loss or gradient norm (the last, "
+            f"step {step}); resume checkpoint step {step} holds the weights of the last "
+            f"good step. Lower optim.lr or raise train.grad_clip, then rerun to resume"
+        )
+
+    def _save_or_stop(self, step: int, force: bool = False) -> None:
+        """`maybe_checkpoint`, turning a failed write (disk full) into `RunStopped`."""
+        try:
+            self.maybe_checkpoint(step, force=force)
+        except OSError as err:
+            raise RunStopped(self._write_failed(self.run_dir / "resume", err)) from err
+
+    def _write_failed(self, where: Path, err: OSError) -> str:
+        latest = latest_resume(self.run_dir / "resume")
+        kept = f"the last complete checkpoint, {latest}, is intact" if latest else "no checkpoint"
+        return (
+            f"{where}: writing failed ({err.strerror or err}); {kept}. "
+            "Free space and rerun the same command to resume"
+        )
 
     def fit(self) -> None:
         cfg = self.cfg
@@ -330,6 +449,7 @@ class Trainer:
             while step < cfg.train.max_steps:
                 out = self.train_step(step)
                 step += 1
+                self._count_skipped(step, out)
                 self.logger.advance()
                 t_side = time.perf_counter()  # eval and publication are not training time
                 val_loss = None
@@ -341,14 +461,22 @@ class Trainer:
                     record["val_loss"] = val_loss
                     self.logger.log(record)
                     loss, last_log, t_last = record["loss"], step, t_side
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss} at step {step}")
+                    if loss is None and self.cfg.train.max_bad_steps == 0:
+                        raise RunStopped(
+                            f"the loss is not finite at step {step} (train.max_bad_steps = 0: "
+                            "bad steps are not skipped); rerun to resume from the last checkpoint"
+                        )
+                self._stop_if_diverged(step)
                 if step in self.publish_at:
                     if loss is None:  # every process takes part in the reduction
-                        loss = dist.all_reduce_mean(out["loss"]).item()
-                    self.maybe_publish(step, loss, val_loss)
+                        loss = _finite_or_none(dist.all_reduce_mean(out["loss"]).item())
+                    try:
+                        self.maybe_publish(step, loss, val_loss)
+                    except OSError as err:
+                        where = self.run_dir / "checkpoints" / f"step{step}"
+                        raise RunStopped(self._write_failed(where, err)) from err
                 stop = preemption.requested(self.device)
-                self.maybe_checkpoint(step, force=stop)
+                self._save_or_stop(step, force=stop)
                 t_last += time.perf_counter() - t_side
                 if stop:
                     self.preempted = True
@@ -357,7 +485,10 @@ class Trainer:
                         f"{self.run_dir / 'resume'}; rerun the same command to continue"
                     )
                     break
-            self.resume_writer.wait()  # the last checkpoint is complete before we return
+            try:  # the last checkpoint is complete before we return
+                self.resume_writer.wait()
+            except OSError as err:
+                raise RunStopped(self._write_failed(self.run_dir / "resume", err)) from err
         finally:
             if dist.world_size() == 1:  # an error on one rank must not wait on the others
                 self.resume_writer.wait()

@@ -53,12 +53,11 @@ def test_train_debug_config_end_to_end(tiny_dataset, tmp_path):
 def test_bad_key_is_one_line_error(tmp_path):
     result = strata("train", "configs/debug.toml", "train.seq_lenn=3")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
         "strata: error: unknown key 'train.seq_lenn'; did you mean 'seq_len'? valid: seed, "
-        "seq_len, global_batch_size, micro_batch_size, max_steps, grad_clip, eval_every, "
-        "eval_batches, device, dtype, threads, dp_replicate, dp_shard, param_dtype, "
-        "reduce_dtype, reshard_after_forward, activation_checkpointing, compile"
-    ]
+        "seq_len, global_batch_size, micro_batch_size, max_steps,"
+    )
 
 
 def test_missing_dataset_is_one_line_error(tmp_path):
