@@ -1,4 +1,4 @@
-"""Map our `GPT` to and from Hugging Face: Llama, GPT-NeoX (Pythia) and OLMo 2.
+"""Map our `GPT` to and from Hugging Face: Llama, GPT-NeoX (Pythia), OLMo 2 and OLMoE.
 
 Design choices:
 - Pure functions over dicts and tensors: no file I/O and no `transformers` import,
@@ -23,8 +23,17 @@ Design choices:
   `partial_rotary_factor` for GPT-NeoX), so it loads in transformers 4.45+ and 5.x.
 - Tied embeddings: the output matrix is omitted on export (HF re-ties it from
   `tie_word_embeddings`) and recreated from the embedding on import.
-- Training-only fields (init, z_loss, loss_chunk_size, document_mask) have no HF
-  counterpart; `config_from_hf` sets `init` to the family's own scheme.
+- Training-only fields (init, z_loss, loss_chunk_size, document_mask, moe.z_loss_coef,
+  moe.bias_update_rate) have no HF counterpart; `config_from_hf` sets `init` to the
+  family's own scheme and leaves those at their defaults.
+- OLMoE (`OlmoeForCausalLM`, family "olmoe"): pre-norm, qk-norm over the full q and k
+  projections, every block a top-k MoE of SwiGLU experts without shared experts,
+  capacity or selection bias; any other `moe` setting is refused naming the field.
+  The router is `mlp.gate`. Experts are written one tensor per expert and projection,
+  `mlp.experts.{j}.{gate,up,down}_proj.weight` (= our stacked `w1`, `w3`, `w2` [j],
+  transposed), the layout of the published OLMoE checkpoints, which transformers 4.x
+  loads as is and 5.x fuses on load. Import also reads 5.x's fused in-memory layout
+  (`mlp.experts.gate_up_proj` (E, 2 * d_ff, d), `mlp.experts.down_proj` (E, d, d_ff)).
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ class _Family:
     """HF modules of the embedding, the final norm and the output matrix."""
     fused_qkv: str | None = None
     """HF module of the fused q/k/v linear (GPT-NeoX), fused from our wq, wk, wv."""
+    experts: bool = False
+    """Every block's MLP is a mixture of experts (`mlp.experts.*`, OLMoE)."""
     layout: dict[str, Any] = field(default_factory=dict)
     """ModelConfig values this class requires."""
 
@@ -87,7 +98,20 @@ FAMILIES: dict[str, _Family] = {
         linears=_ATTN + _SWIGLU, top=_LLAMA_TOP,
         layout=dict(_PLAIN, bias=False, qk_norm=True, norm_placement="post"),
     ),
+    "olmoe": _Family(
+        "OlmoeForCausalLM", "olmoe", "model.layers.{i}.",
+        norms=(("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm"),
+               ("attn.q_norm", "self_attn.q_norm"), ("attn.k_norm", "self_attn.k_norm")),
+        linears=_ATTN + (("mlp.router", "mlp.gate"),), top=_LLAMA_TOP, experts=True,
+        layout=dict(_PLAIN, bias=False, qk_norm=True, norm_placement="pre"),
+    ),
 }  # fmt: skip
+# MoE settings OLMoE can express (the rest of MoEConfig maps onto its config or is training-only).
+_OLMOE_MOE = {"every": (1, ""), "shared_experts": (0, " (OLMoE has no shared experts)"),
+              "capacity_factor": (None, " (OLMoE is dropless)"),
+              "balance": ("aux_loss", " (OLMoE's router has no selection bias)")}  # fmt: skip
+# (our stacked expert weight, HF per-expert projection)
+_EXPERTS = (("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj"))
 _FAMILY_OF_MODEL_TYPE = {fam.model_type: name for name, fam in FAMILIES.items()}
 _FAMILY_OF_CLASS = {fam.hf_class: name for name, fam in FAMILIES.items()}
 
@@ -104,7 +128,25 @@ def check_hf_compatible(config: ModelConfig) -> _Family:
                 f"ModelConfig.{name}={getattr(config, name)!r} has no equivalent in "
                 f"{fam.hf_class}: family {config.family!r} needs {name}={value!r}"
             )
+    _check_moe_compatible(config, fam)
     return fam
+
+
+def _check_moe_compatible(config: ModelConfig, fam: _Family) -> None:
+    where = f"has no equivalent in {fam.hf_class}: family {config.family!r}"
+    if not fam.experts:
+        if config.moe is not None:
+            raise ValueError(
+                f"ModelConfig.moe=<{config.moe.num_experts} experts> {where} needs moe=None "
+                "(mixture-of-experts configs export as family='olmoe')"
+            )
+        return
+    if config.moe is None:
+        raise ValueError(f"ModelConfig.moe=None {where} needs a moe config")
+    for name, (value, why) in _OLMOE_MOE.items():
+        got = getattr(config.moe, name)
+        if got != value:
+            raise ValueError(f"ModelConfig.moe.{name}={got!r} {where} needs {name}={value!r}{why}")
 
 
 def hf_config(
@@ -144,6 +186,12 @@ def hf_config(
                rms_norm_eps=config.norm_eps, rope_scaling=None)  # fmt: skip
     if config.family == "llama":
         out.update(head_dim=config.head_dim, mlp_bias=config.bias)
+    if config.family == "olmoe":
+        m = config.moe
+        out.update(intermediate_size=m.d_ff_expert, num_experts=m.num_experts,
+                   num_experts_per_tok=m.top_k, norm_topk_prob=m.norm_topk_probs,
+                   router_aux_loss_coef=m.aux_loss_coef, output_router_logits=False,
+                   clip_qkv=None)  # fmt: skip
     return out
 
 
@@ -192,6 +240,10 @@ def _family_fields(
     if family == "olmo2":
         checks["attention_bias"] = (hf.get("attention_bias", False), False)
         fields.update(qk_norm=True, norm_placement="post", init="olmo2")
+    elif family == "olmoe":
+        checks["attention_bias"] = (hf.get("attention_bias", False), False)
+        checks["clip_qkv"] = (hf.get("clip_qkv"), None)
+        fields.update(qk_norm=True, norm_placement="pre", init="olmo2", moe=_olmoe_moe(hf))
     else:
         bias = hf.get("attention_bias", False)
         checks["mlp_bias"] = (hf.get("mlp_bias", False), bias)  # our one `bias` covers both
@@ -199,8 +251,20 @@ def _family_fields(
     return fields, checks
 
 
+def _olmoe_moe(hf: dict[str, Any]) -> dict[str, Any]:
+    """MoEConfig fields of an OLMoE config.json (HF OlmoeConfig defaults where absent)."""
+    return dict(
+        num_experts=hf.get("num_experts", 64),
+        top_k=hf.get("num_experts_per_tok", 8),
+        d_ff_expert=hf["intermediate_size"],
+        norm_topk_probs=bool(hf.get("norm_topk_prob", False)),
+        aux_loss_coef=float(hf.get("router_aux_loss_coef", 0.01)),
+    )
+
+
 def config_from_hf(hf: dict[str, Any], *, vocab_size: int | None = None) -> ModelConfig:
-    """ModelConfig for a Llama / GPT-NeoX / OLMo 2 `config.json` dict; ValueError if it cannot map.
+    """ModelConfig for a Llama / GPT-NeoX / OLMo 2 / OLMoE `config.json` dict; ValueError if
+    it cannot map.
 
     `vocab_size` (the tokenizer's real size) may be given when the HF vocab is a
     padded one; it must pad back to exactly the HF vocab_size.
@@ -285,6 +349,7 @@ def to_hf_state_dict(
     pairs = _names(config)
     optional = {"lm_head.weight"} if config.tie_embeddings else set()
     expected = {name for ours, _ in pairs for name in ours}
+    expected |= {ours + w for ours, _ in _expert_layers(config) for w, _ in _EXPERTS}
     _check_keys(set(state_dict) | optional, expected, "to_hf_state_dict")
     out = {}
     for ours, theirs in pairs:
@@ -293,6 +358,48 @@ def to_hf_state_dict(
         tensors = [state_dict[name].detach() for name in ours]
         out[theirs] = _fuse_qkv(*tensors, config.n_heads) if len(ours) == 3 else tensors[0]
         out[theirs] = out[theirs].contiguous()
+    return out | _experts_to_hf(state_dict, config)
+
+
+def _expert_layers(config: ModelConfig) -> list[tuple[str, str]]:
+    """(our prefix, HF prefix) of each layer's experts; none unless the family has them."""
+    fam = FAMILIES[config.family]
+    if not fam.experts:
+        return []
+    return [(f"layers.{i}.mlp.experts.", f"{fam.layer_prefix.format(i=i)}mlp.experts.")
+            for i in range(config.n_layers)]  # fmt: skip
+
+
+def _experts_to_hf(state_dict: dict[str, torch.Tensor], config: ModelConfig):
+    """Stacked w1 / w3 (E, d, d_ff), w2 (E, d_ff, d) -> per-expert HF (out, in) weights."""
+    out = {}
+    for ours, theirs in _expert_layers(config):
+        for w, proj in _EXPERTS:
+            for j, t in enumerate(state_dict[ours + w].detach().unbind(0)):
+                out[f"{theirs}{j}.{proj}.weight"] = t.T.contiguous()
+    return out
+
+
+def _pop(hf_sd: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    if name not in hf_sd:
+        raise KeyError(f"from_hf_state_dict: missing keys [{name!r}]")
+    return hf_sd.pop(name)
+
+
+def _experts_from_hf(hf_sd: dict[str, torch.Tensor], config: ModelConfig):
+    """Pops each layer's experts from hf_sd, per-expert (as published) or fused (as
+    transformers 5 holds them), and returns our stacked w1, w3, w2."""
+    out = {}
+    for ours, theirs in _expert_layers(config):
+        E, d_ff = config.moe.num_experts, config.moe.d_ff_expert
+        if f"{theirs}gate_up_proj" in hf_sd:
+            gate_up = _pop(hf_sd, f"{theirs}gate_up_proj")  # (E, 2 * d_ff, d)
+            hf = {"w1": gate_up[:, :d_ff], "w3": gate_up[:, d_ff:],
+                  "w2": _pop(hf_sd, f"{theirs}down_proj")}  # (E, d, d_ff)  # fmt: skip
+        else:
+            hf = {w: torch.stack([_pop(hf_sd, f"{theirs}{j}.{proj}.weight") for j in range(E)])
+                  for w, proj in _EXPERTS}  # fmt: skip
+        out.update({ours + w: t.transpose(1, 2).contiguous() for w, t in hf.items()})
     return out
 
 
@@ -310,8 +417,8 @@ def from_hf_state_dict(
     if head not in hf_sd and "lm_head.weight" in hf_sd:  # GPT-NeoX under transformers 5
         hf_sd[head] = hf_sd.pop("lm_head.weight")
     optional = {head} if config.tie_embeddings else set()
+    out = _experts_from_hf(hf_sd, config)
     _check_keys(set(hf_sd) | optional, {theirs for _, theirs in pairs}, "from_hf_state_dict")
-    out = {}
     for ours, theirs in pairs:
         if theirs not in hf_sd:
             continue

@@ -1,12 +1,14 @@
-"""The network only: config + presets, norms, rotary, attention, MLP, transformer.
+"""The network only: config + presets, norms, rotary, attention, MLP, MoE, transformer.
 
 No process groups, optimizer, logging or file I/O here; parallelism is applied
-from outside (train/). Public API: `ModelConfig`, `GPT`, and the single attention
-entry point `attention`.
+from outside (train/). Public API: `ModelConfig` (with `MoEConfig`), `GPT`, the single
+attention entry point `attention`, the mixture-of-experts layer `MoE` and
+`routing_stats` (model/moe.py).
 """
 
 from model.attention import attention
-from model.config import ModelConfig
+from model.config import ModelConfig, MoEConfig
+from model.moe import MoE, routing_stats
 from model.transformer import GPT
 
-__all__ = ["GPT", "ModelConfig", "attention"]
+__all__ = ["GPT", "ModelConfig", "MoE", "MoEConfig", "attention", "routing_stats"]

@@ -19,6 +19,12 @@ Design choices:
 - The embedding and output matrices are padded to `padded_vocab_size` (a multiple
   of `vocab_multiple`) for matmul efficiency; the model slices logits back to
   `vocab_size`, so users never see the padding.
+- Mixture of experts is one nested, optional dataclass, `ModelConfig.moe: MoEConfig |
+  None` (None: dense). A dict is accepted in its place (TOML `[model.moe]`, JSON,
+  presets) and turned into a `MoEConfig`; `from_preset` merges a partial `moe` dict
+  over the preset's own. `to_dict` writes it as a nested dict (or None).
+  MoE replaces the MLP of block i when (i + 1) % moe.every == 0 (every = 1: all
+  blocks; 2: blocks 1, 3, 5, ...; the convention of GShard and HF `decoder_sparse_step`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from model.presets import PRESETS
 
 # The allowed values of each string field.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "family": ("llama", "neox", "olmo2"),
+    "family": ("llama", "neox", "olmo2", "olmoe"),
     "norm": ("rmsnorm", "layernorm"),
     "mlp": ("swiglu", "gelu"),
     "norm_placement": ("pre", "post"),
@@ -44,6 +50,69 @@ _POSITIVE = (
     "rope_theta", "norm_eps", "init_std", "vocab_multiple",
 )  # fmt: skip
 _NON_NEGATIVE = ("z_loss", "loss_chunk_size")
+BALANCE = ("aux_loss", "bias")
+
+
+@dataclass
+class MoEConfig:
+    """Mixture-of-experts feed-forward layers (model/moe.py): token-choice top-k, dropless."""
+
+    num_experts: int
+    """Routed experts per MoE layer."""
+    top_k: int
+    """Experts each token is sent to (1 <= top_k <= num_experts)."""
+    d_ff_expert: int
+    """Hidden size of each (SwiGLU) expert."""
+    every: int = 1
+    """MoE replaces the MLP of block i when (i + 1) % every == 0; 1: every block."""
+    shared_experts: int = 0
+    """Always-on experts (DeepSeekMoE); stored as one SwiGLU of shared_experts * d_ff_expert."""
+    norm_topk_probs: bool = False
+    """Renormalise the top-k router probabilities to sum to 1 (OLMoE: false)."""
+    aux_loss_coef: float = 0.01
+    """Weight of the load-balancing loss E * sum_i f_i * P_i (mean over MoE layers)."""
+    z_loss_coef: float = 0.001
+    """Weight of the router z-loss mean(logsumexp(router logits)^2) (mean over MoE layers)."""
+    balance: str = "aux_loss"
+    """"aux_loss"; or "bias": DeepSeek-V3 selection bias, updated by `MoE.update_bias`."""
+    bias_update_rate: float = 1e-3
+    """Step of the "bias" update: bias += rate * sign(mean load - load)."""
+    capacity_factor: float | None = None
+    """None: dropless; else each expert takes at most ceil(cf * tokens * top_k / E) tokens."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f"moe.{f.name}", getattr(self, f.name), f.type)
+            if f.type.startswith("float") and getattr(self, f.name) is not None:
+                setattr(self, f.name, float(getattr(self, f.name)))
+        for name in ("num_experts", "d_ff_expert", "every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.moe.{name}={getattr(self, name)} must be > 0")
+        for name in ("shared_experts", "aux_loss_coef", "z_loss_coef", "bias_update_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ModelConfig.moe.{name}={getattr(self, name)} must be >= 0")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(
+                f"ModelConfig.moe.top_k={self.top_k} must be in [1, num_experts={self.num_experts}]"
+            )
+        if self.balance not in BALANCE:
+            raise ValueError(
+                f"ModelConfig.moe.balance={self.balance!r} must be one of {list(BALANCE)}"
+            )
+        if self.capacity_factor is not None and self.capacity_factor <= 0:
+            raise ValueError(
+                f"ModelConfig.moe.capacity_factor={self.capacity_factor} must be > 0 "
+                "(or None: dropless)"
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MoEConfig:
+        """From a plain dict (TOML `[model.moe]`, JSON); unknown or missing keys raise."""
+        _check_keys(d, "key", cls, "ModelConfig.moe")
+        missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in d]
+        if missing:
+            raise ValueError(f"ModelConfig.moe is missing required field(s) {missing}")
+        return cls(**d)
 
 
 @dataclass
@@ -100,10 +169,20 @@ class ModelConfig:
     """0: plain loss; > 0: loss over chunks of this many positions (logits never whole)."""
     document_mask: bool = False
     """When true the trainer passes segment ids so attention never crosses an EOS boundary."""
+    moe: MoEConfig | None = None
+    """Mixture-of-experts layers (a `MoEConfig`, or its dict); None: every block is dense."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.moe, dict):
+            self.moe = MoEConfig.from_dict(self.moe)
+        if self.moe is not None and not isinstance(self.moe, MoEConfig):
+            raise ValueError(
+                f"ModelConfig.moe={self.moe!r} must be a MoEConfig, a dict or None, "
+                f"got {type(self.moe).__name__}"
+            )
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+            if f.name != "moe":
+                _check_type(f.name, getattr(self, f.name), f.type)
         # Accept ints for float fields (TOML writes `rope_theta = 10000`).
         for f in dataclasses.fields(self):
             if f.type == "float":
@@ -120,6 +199,24 @@ class ModelConfig:
                     f"ModelConfig.{name}={getattr(self, name)!r} must be one of {list(choices)}"
                 )
         self._check_shapes()
+        self._check_moe()
+
+    def _check_moe(self) -> None:
+        if self.moe is None:
+            return
+        if self.moe.every > self.n_layers:
+            raise ValueError(
+                f"ModelConfig.moe.every={self.moe.every} exceeds n_layers={self.n_layers}: "
+                "no block would be MoE"
+            )
+        if self.mlp != "swiglu":
+            raise ValueError(
+                f"ModelConfig.moe needs mlp='swiglu' (experts are SwiGLU), got mlp={self.mlp!r}"
+            )
+
+    def moe_layer(self, i: int) -> bool:
+        """Whether block i is a mixture-of-experts block: (i + 1) % moe.every == 0."""
+        return self.moe is not None and (i + 1) % self.moe.every == 0
 
     def _check_shapes(self) -> None:
         if self.d_model % self.n_heads:
@@ -174,15 +271,18 @@ class ModelConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; valid presets: {cls.presets()}")
         _check_keys(overrides, "override")
-        return cls(**{**PRESETS[name], **overrides})
+        base = PRESETS[name]
+        if isinstance(overrides.get("moe"), dict) and isinstance(base.get("moe"), dict):
+            overrides = {**overrides, "moe": {**base["moe"], **overrides["moe"]}}
+        return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as plain values (JSON/TOML serialisable)."""
+        """All fields as plain values (JSON serialisable); `moe` is a nested dict or None."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Inverse of `to_dict`; unknown or missing keys raise ValueError."""
+        """Inverse of `to_dict` (`moe` may be a nested dict); unknown or missing keys raise."""
         _check_keys(d, "key")
         missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in d]
         if missing:
@@ -194,21 +294,24 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def _check_keys(d: dict[str, Any], what: str) -> None:
-    """Reject keys that are not ModelConfig fields, suggesting the closest valid one."""
-    valid = [f.name for f in dataclasses.fields(ModelConfig)]
+def _check_keys(d: dict[str, Any], what: str, cls: type | None = None, owner: str = "") -> None:
+    """Reject keys that are not fields of `cls` (ModelConfig), suggesting the closest valid one."""
+    valid = [f.name for f in dataclasses.fields(cls or ModelConfig)]
     for key in d:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"unknown ModelConfig {what} {key!r}; {hint}valid fields: {valid}")
+            raise ValueError(
+                f"unknown {owner or 'ModelConfig'} {what} {key!r}; {hint}valid fields: {valid}"
+            )
 
 
-_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+          "float | None": (int, float, type(None))}  # fmt: skip
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> None:
-    """Check a field against its (string) annotation: int, float, bool or str."""
+    """Check a field against its (string) annotation: int, float, bool, str or float | None."""
     expected = _TYPES[str(annotation)]
     # bool is a subclass of int: `n_layers=True` is a mistake, not a 1.
     if not isinstance(value, expected) or (bool not in expected and isinstance(value, bool)):

@@ -15,6 +15,13 @@ is truncated. Every norm gain starts at 1 and every bias (norm or linear) at 0.
   OLMo 1's scaled init for it): every embedding and linear weight, lm_head and output
   projections included, from a normal(init_std = 0.02) truncated at +-3 std.
 
+Mixture-of-experts layers (model/moe.py) follow the MLP they replace: the router and
+the expert gate/up matrices (`mlp.router.weight`, `mlp.experts.w1`, `.w3`, stacked
+(E, d, d_ff)) are input matrices, the expert down projections (`mlp.experts.w2`) and
+the shared experts' `w2` are output projections; each stacked tensor is one draw of
+E * d * d_ff numbers. The routing bias buffer (balance="bias") starts at zero
+(`GPT.init_weights`).
+
 Parameters are visited in `named_parameters()` order with one generator, so a seed
 gives the same weights whatever the global RNG and however the model was built
 (directly or on the meta device). Llama models without biases draw exactly the
@@ -32,7 +39,8 @@ from torch import nn
 from model.config import ModelConfig
 from model.norms import NORM_TYPES
 
-OUTPUT_PROJECTIONS = ("attn.wo.weight", "mlp.w2.weight")
+# Residual output projections: attention, dense MLP, routed experts (stacked), shared experts.
+OUTPUT_PROJECTIONS = ("attn.wo.weight", "mlp.w2.weight", "mlp.experts.w2", "mlp.shared.w2.weight")
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class InitScheme:
     std: float
     """Std of embeddings, lm_head and every non-output linear weight."""
     out_std: float
-    """Std of the residual output projections (attn.wo, mlp.w2)."""
+    """Std of the residual output projections (attn.wo, mlp.w2, expert and shared w2)."""
     truncated: bool
     """Draw from a normal truncated at +-3 std (nn.init.trunc_normal_)."""
 

@@ -13,6 +13,12 @@ Design choices:
   rms eps 1e-6, 1,024 positions; the counts round to the nominal names).
   `llama-7b` is Llama-2-7B (an alias of `llama2-7b`). OLMo 2 = allenai/OLMo-2-0425-1B
   and allenai/OLMo-2-1124-7B (post-norm, qk-norm, rope theta 500000, rms eps 1e-6).
+  OLMoE = allenai/OLMoE-1B-7B-0924 `config.json` (pre-norm, qk-norm over the full q and
+  k projections, 64 SwiGLU experts of 1024, top-8 without renormalisation, rope theta
+  10000, rms eps 1e-5) with the paper's loss weights (load balancing 0.01, router z
+  0.001) and OLMo's truncated-normal(0.02) init. `d_ff` equals `d_ff_expert` there: no
+  block is dense, and the Hugging Face `intermediate_size` is the expert size.
+- A nested `moe` entry is a plain dict of `MoEConfig` keyword arguments.
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ _NEOX: dict[str, Any] = dict(
 _OLMO2: dict[str, Any] = dict(
     family="olmo2", qk_norm=True, norm_placement="post", init="olmo2", vocab_size=100352,
     max_seq_len=4096, rope_theta=500000.0, norm_eps=1e-6,
+)  # fmt: skip
+
+# OLMoE layout: pre-norm RMSNorm, qk-norm, every block a dropless top-k MoE of SwiGLU experts.
+_OLMOE: dict[str, Any] = dict(
+    family="olmoe", qk_norm=True, init="olmo2", vocab_size=50304, max_seq_len=4096,
+    rope_theta=10000.0, norm_eps=1e-5,
 )  # fmt: skip
 
 # GaLore / ReLoRA Llama sizes.
@@ -57,6 +69,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "debug": dict(
         vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192,
         max_seq_len=256,
+    ),
+    # Tiny OLMoE-layout MoE, for tests and CPU runs: 8 experts, top-2, every block.
+    "debug-moe": dict(
+        _OLMOE, vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
+        max_seq_len=256, moe=dict(num_experts=8, top_k=2, d_ff_expert=64),
     ),
     # Small Llama-style model that trains on a 2-core CPU in minutes (~4.0M params).
     "quickstart": dict(
@@ -101,5 +118,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "olmo2-1b": dict(_OLMO2, d_model=2048, n_layers=16, n_heads=16, n_kv_heads=16, d_ff=8192),
     # allenai/OLMo-2-1124-7B: 7,298,617,344 parameters.
     "olmo2-7b": dict(_OLMO2, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, d_ff=11008),
+    # allenai/OLMoE-1B-7B-0924: 6,919,161,856 parameters, 1,282,017,280 active per token.
+    "olmoe-1b-7b": dict(
+        _OLMOE, d_model=2048, n_layers=16, n_heads=16, n_kv_heads=16, d_ff=1024,
+        moe=dict(num_experts=64, top_k=8, d_ff_expert=1024, norm_topk_probs=False,
+                 aux_loss_coef=0.01, z_loss_coef=0.001),
+    ),
 }
 # fmt: on

@@ -29,9 +29,21 @@ Design choices:
   states and forward returns `(None, loss)`: the whole-batch logits are never built.
 - `segment_ids` (B, T) pass straight through to the attention kernel (document
   masking); the model never builds them.
+- Mixture of experts (`config.moe`, model/moe.py): block i holds an `MoE` instead of the
+  MLP, under the same name `mlp`, when `config.moe_layer(i)`. Each MoE forward leaves
+  its unweighted losses and counts on the module (`MoE.last_aux`); after the blocks,
+  `GPT.forward` collects them (so activation checkpointing, compile and FSDP wrappers
+  around a block change nothing) and adds aux_loss_coef * mean over MoE layers of the
+  load-balancing loss plus z_loss_coef * mean over MoE layers of the router z-loss to
+  the returned loss whenever targets are given. The weighted terms (detached, 0-dim
+  float32, zero for dense models) are `last_moe_aux_loss` / `last_moe_z_loss`, and
+  `last_moe_counts` maps "layers.<i>" to that layer's (E,) assignment counts, so
+  cross-entropy = loss - last_z_loss - last_moe_aux_loss - last_moe_z_loss.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -42,21 +54,23 @@ from model.init import init_parameters
 from model.kv_cache import KVCache, LayerCache
 from model.loss import IGNORE_INDEX, chunked_loss, loss_from_logits
 from model.mlp import make_mlp
+from model.moe import MoE
 from model.norms import make_norm
 from model.rope import rope_tables
 
-__all__ = ["GPT", "IGNORE_INDEX", "Block"]
+__all__ = ["GPT", "IGNORE_INDEX", "Block", "MoE"]
 
 
 class Block(nn.Module):
     """One transformer layer: pre- or post-norm, sequential or parallel residual."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, layer_id: int = 0) -> None:
         super().__init__()
         self.attn_norm = make_norm(config, config.d_model)
         self.attn = Attention(config)
         self.mlp_norm = make_norm(config, config.d_model)
-        self.mlp = make_mlp(config)
+        self.is_moe = config.moe_layer(layer_id)
+        self.mlp = MoE(config) if self.is_moe else make_mlp(config)
         self.parallel = config.parallel_residual
         self.post_norm = config.norm_placement == "post"
 
@@ -72,8 +86,12 @@ class Block(nn.Module):
             return self.attn_norm(self.attn(x, cos, sin, seg, cache))
         return self.attn(self.attn_norm(x), cos, sin, seg, cache)
 
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP, or the MoE's output alone (its aux stays on the module, `MoE.last_aux`)."""
+        return self.mlp(x)[0] if self.is_moe else self.mlp(x)
+
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp_norm(self.mlp(x)) if self.post_norm else self.mlp(self.mlp_norm(x))
+        return self.mlp_norm(self._ffn(x)) if self.post_norm else self._ffn(self.mlp_norm(x))
 
     def forward(
         self,
@@ -97,11 +115,14 @@ class GPT(nn.Module):
         self.config = config
         V, C = config.padded_vocab_size, config.d_model
         self.tok_embeddings = nn.Embedding(V, C)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = make_norm(config, C)
         self.lm_head = nn.Linear(C, V, bias=False)
         self._tie_weights()
         self.last_z_loss: torch.Tensor | None = None  # z term of the last loss, detached
+        self.last_moe_aux_loss: torch.Tensor | None = None  # weighted, detached, 0-dim
+        self.last_moe_z_loss: torch.Tensor | None = None  # weighted, detached, 0-dim
+        self.last_moe_counts: dict[str, torch.Tensor] = {}  # "layers.<i>" -> (E,) counts
         cos, sin = rope_tables(config.rotary_dims, config.max_seq_len, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, R)
         self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, R)
@@ -126,6 +147,8 @@ class GPT(nn.Module):
         if seed is not None and device.type != "meta":
             gen = torch.Generator(device=device).manual_seed(seed)
         init_parameters(self, self.config, gen)
+        for _, moe in self.moe_layers():
+            moe.router.reset_bias()  # buffers are garbage after to_empty()
         c = self.config
         cos, sin = rope_tables(c.rotary_dims, c.max_seq_len, c.rope_theta, device=device)
         self.rope_cos.copy_(cos)
@@ -143,6 +166,8 @@ class GPT(nn.Module):
         segment_ids (B, T): document ids for the attention kernel (model/attention.py).
         With targets and `config.loss_chunk_size > 0` no logits are built: (None, loss).
         The loss includes the z-loss; the z term alone (detached) is `self.last_z_loss`.
+        With MoE layers it also includes the weighted router losses (`last_moe_aux_loss`,
+        `last_moe_z_loss`; see the module docstring).
         With a `KVCache` (model/kv_cache.py), idx continues the cached positions.
         """
         B, T = idx.shape
@@ -159,17 +184,44 @@ class GPT(nn.Module):
             x = layer(x, cos, sin, segment_ids, layer_cache)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
+        moe_loss = self._moe_losses(x)  # () weighted router losses, 0 when dense
         x = self.norm(x)  # (B, T, C)
         if targets is not None and c.loss_chunk_size > 0:
             loss, self.last_z_loss = chunked_loss(
                 x, self.lm_head.weight, targets, c.vocab_size, c.z_loss, c.loss_chunk_size
             )
-            return None, loss
+            return None, self._add_moe(loss, moe_loss)
         logits = self.lm_head(x)[..., : c.vocab_size]  # (B, T, V)
         if targets is None:
             return logits
         loss, self.last_z_loss = loss_from_logits(logits, targets, c.z_loss)
-        return logits, loss
+        return logits, self._add_moe(loss, moe_loss)
+
+    def _add_moe(self, loss: torch.Tensor, moe_loss: torch.Tensor) -> torch.Tensor:
+        return loss + moe_loss if self.config.moe is not None else loss  # dense: untouched
+
+    def moe_layers(self) -> Iterator[tuple[str, MoE]]:
+        """("layers.<i>", MoE module) for every mixture-of-experts block, in order."""
+        for i, block in enumerate(self.layers):
+            if isinstance(block.mlp, MoE):  # also through checkpoint/compile wrappers
+                yield f"layers.{i}", block.mlp
+
+    def _moe_losses(self, x: torch.Tensor) -> torch.Tensor:
+        """Weighted router losses of the forward that just ran (mean over MoE layers);
+        records `last_moe_aux_loss`, `last_moe_z_loss`, `last_moe_counts`."""
+        zero = x.new_zeros((), dtype=torch.promote_types(x.dtype, torch.float32))
+        auxes = {name: moe.last_aux for name, moe in self.moe_layers()}
+        for _, moe in self.moe_layers():
+            moe.last_aux = None  # do not keep the graph alive until the next forward
+        if not auxes:
+            self.last_moe_aux_loss, self.last_moe_z_loss, self.last_moe_counts = zero, zero, {}
+            return zero
+        m = self.config.moe
+        aux = m.aux_loss_coef * torch.stack([a.aux_loss for a in auxes.values()]).mean()
+        z = m.z_loss_coef * torch.stack([a.z_loss for a in auxes.values()]).mean()
+        self.last_moe_aux_loss, self.last_moe_z_loss = aux.detach(), z.detach()
+        self.last_moe_counts = {name: a.counts for name, a in auxes.items()}
+        return aux + z
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters (a tied matrix counted once).
@@ -187,11 +239,21 @@ class GPT(nn.Module):
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward), the PaLM / nanoGPT estimate.
 
-        6 * N for the matmul weights plus 12 * n_layers * d_model * seq_len for the
-        attention scores and values (no causal discount). N counts lm_head but not
-        the embedding lookup, which is no matmul; with tied embeddings N is simply
-        num_params(), as in nanoGPT.
+        6 * N for the matmul weights a token uses plus 12 * n_layers * d_model * seq_len
+        for the attention scores and values (no causal discount). N counts the active
+        parameters (`active_params`: top_k of each MoE layer's routed experts) with
+        lm_head but not the embedding lookup, which is no matmul; for a dense model with
+        tied embeddings N is simply num_params(), as in nanoGPT.
         """
         c = self.config
-        n_matmul = self.num_params(exclude_embeddings=True) + self.lm_head.weight.numel()
+        n_matmul = self.active_params(exclude_embeddings=True) + self.lm_head.weight.numel()
         return 6.0 * n_matmul + 12.0 * c.n_layers * c.d_model * seq_len
+
+    def active_params(self, exclude_embeddings: bool = False) -> int:
+        """Parameters one token uses: num_params() less the routed experts it skips
+        (E - top_k per MoE layer); router, shared experts and dense parts all count."""
+        n = self.num_params(exclude_embeddings)
+        for _, moe in self.moe_layers():
+            per_expert = sum(p.numel() for p in moe.experts.parameters()) // moe.num_experts
+            n -= (moe.num_experts - moe.top_k) * per_expert
+        return n

@@ -24,6 +24,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from train.cli_ledger import add_batch_parser, add_verify_parser
 from train.cli_study import add_parser as _add_study
@@ -196,11 +197,12 @@ def cmd_config(args: argparse.Namespace) -> None:
     if args.get == "run.dir":  # derived: where the run writes (run.out_dir / run.name)
         print(cfg.run_dir)
         return
-    section, _, key = args.get.partition(".")
-    values = cfg.to_dict()
-    if section not in values or key not in values[section]:
-        raise ConfigError(f"--get {args.get}: no such key")
-    print(values[section][key])
+    value: Any = cfg.to_dict()
+    for name in args.get.split("."):  # section.key, or model.moe.top_k
+        if not isinstance(value, dict) or name not in value:
+            raise ConfigError(f"--get {args.get}: no such key")
+        value = value[name]
+    print(value)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -209,10 +209,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raise ConfigError(f"{path}: invalid TOML: {err}") from None
     for text in overrides:
         section, key, value = parse_override(text)
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"override {text!r}: '{section}' is not a section")
-        raw[section][key] = value
+        table = raw
+        for name in (section, *key.split(".")[:-1]):  # model.moe.top_k: a nested table
+            table = table.setdefault(name, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override {text!r}: '{name}' is not a section")
+        table[key.split(".")[-1]] = value
     return from_dict(raw)
 
 
@@ -233,7 +235,20 @@ def dump_toml(cfg: Config) -> str:
     """The fully resolved config as TOML text (every default written out)."""
     lines: list[str] = []
     for section, values in cfg.to_dict().items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-        lines.append("")
+        lines += _toml_table(section, values)
     return "\n".join(lines)
+
+
+def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
+    """`[name]` with its values, then its sub-tables (`[model.moe]`); None is left out."""
+    lines = [f"[{name}]"]
+    lines += [
+        f"{k} = {_toml_value(v)}"
+        for k, v in values.items()
+        if v is not None and not isinstance(v, dict)
+    ]
+    lines.append("")
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines += _toml_table(f"{name}.{k}", v)
+    return lines

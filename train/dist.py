@@ -96,6 +96,15 @@ def set_deterministic() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all processes, in place (a no-op in one process)."""
+    import torch.distributed as tdist
+
+    if tdist.is_initialized() and world_size() > 1:
+        tdist.all_reduce(tensor)
+    return tensor
+
+
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every process's (n, ...) tensor along dim 0, in rank order (the same
     n on every process)."""

@@ -79,7 +79,7 @@ class MetricsLogger:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.wandb is not None:
-            self.wandb.log({k: v for k, v in record.items() if v is not None}, step=record["step"])
+            self.wandb.log(_scalars(record), step=record["step"])
         line = _format(record)
         if self.bar is not None:
             self.bar.set_postfix_str(line, refresh=False)
@@ -116,6 +116,17 @@ def _init_wandb(run_dir: Path, cfg: LogConfig, run_config: dict[str, Any]):
         resume="allow",
         id=run_dir.name,
     )
+
+
+def _scalars(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Numbers and strings only, nested dicts flattened (`moe/layers.0/entropy`), for wandb."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out |= _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _format(record: dict[str, Any]) -> str:

@@ -11,7 +11,8 @@ device (nothing is allocated until the caller's `to_empty`):
    revisions keep the model's names.
 2. `torch.compile` per block (`train.compile`), in place (`module.compile()`), so names do
    not change either; blocks are identical, so one compiled graph serves them all.
-3. FSDP2 (`fully_shard`) on every block of `model.layers`, then on the root, which owns
+3. FSDP2 (`fully_shard`) on every block of `model.layers` (in an MoE block, first on its
+   stacked experts, so that they are gathered as a unit of their own), then on the root, which owns
    the embedding, final norm and lm_head. A tied lm_head shares the embedding's parameter
    inside the root unit, and FSDP keeps the two modules pointing at the one parameter
    (through `to_empty` and every all-gather). Mixed precision: parameters are gathered in
@@ -59,8 +60,10 @@ def parallelize(
     param = pick_dtype(cfg.dtype, device) if cfg.param_dtype == "auto" else DTYPES[cfg.param_dtype]
     policy = MixedPrecisionPolicy(param_dtype=param, reduce_dtype=DTYPES[cfg.reduce_dtype])
     for block in layers:
-        fully_shard(
-            block, mesh=mesh, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward
-        )
+        experts = getattr(block.mlp, "experts", None)  # an MoE block: experts are a unit too
+        for unit in (experts, block) if experts is not None else (block,):
+            fully_shard(
+                unit, mesh=mesh, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward
+            )
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=cfg.reshard_after_forward)
     return model

@@ -47,6 +47,7 @@ from checkpoints.resume import ResumeWriter, latest_resume, load_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
 from model.attention_backend import segment_ids_from_tokens
+from model.moe import routing_stats
 from tokenizer import Tokenizer, TokenShards, row_digests
 from train import dist
 from train.config import Config, ConfigError, TrainConfig, dump_toml
@@ -204,21 +205,27 @@ class Trainer:
         micro = self.batches.micro_batches(step, self.device)
         data_wait = time.perf_counter() - t0
         total = torch.zeros((), device=self.device)
-        z_total = torch.zeros((), device=self.device)
+        extra = torch.zeros(3, device=self.device)  # z-loss, MoE aux loss, MoE z-loss
+        counts: dict[str, torch.Tensor] = {}  # MoE layer -> (E,) assignments this step
         for i, (inputs, targets) in enumerate(micro):
             self._sync_grads(i == len(micro) - 1)  # FSDP reduces once, after the last one
             with dist.autocast(self.device, self.dtype):
                 _, loss = self.model(inputs, targets, segment_ids=self._segments(inputs))
             (loss / len(micro)).backward()
-            z_total += self.model.last_z_loss
-            total += loss.detach() - self.model.last_z_loss  # logged loss: cross-entropy only
+            terms = self._extra_losses()
+            extra += terms
+            total += loss.detach() - terms.sum()  # logged loss: cross-entropy only
+            for name, c in self.model.last_moe_counts.items():
+                counts[name] = counts[name] + c if name in counts else c
         clip = self.cfg.train.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if isinstance(grad_norm, DTensor):  # sharded gradients: the global norm
             grad_norm = grad_norm.full_tensor()
         out = {
             "loss": total / len(micro),
-            "z_loss": z_total / len(micro),
+            "z_loss": extra[0] / len(micro),
+            "moe_losses": extra[1:] / len(micro),
+            "moe_counts": counts,
             "grad_norm": grad_norm,
             "data_wait": data_wait,
             "skipped": False,
@@ -227,8 +234,37 @@ class Trainer:
             out["skipped"] = self._check_step(step, out, micro)
         if not out["skipped"]:
             self.optimizer.step()
+            self._update_router_bias(counts)
         self.optimizer.zero_grad(set_to_none=True)
         return out
+
+    def _extra_losses(self) -> torch.Tensor:
+        """(z-loss, MoE aux loss, MoE z-loss) of the last forward, weighted, detached."""
+        m = self.model
+        return torch.stack(
+            [t.float() for t in (m.last_z_loss, m.last_moe_aux_loss, m.last_moe_z_loss)]
+        )
+
+    def _update_router_bias(self, counts: dict[str, torch.Tensor]) -> None:
+        """`moe.balance = "bias"`: nudge each router's selection bias toward uniform load,
+        from this step's assignment counts summed over all processes."""
+        moe = self.cfg.model.moe
+        if moe is None or moe.balance != "bias":
+            return
+        names = [name for name, _ in self.model.moe_layers()]
+        summed = dist.all_reduce_sum(torch.stack([counts[n] for n in names]).float())  # (L, E)
+        for (_, layer), layer_counts in zip(self.model.moe_layers(), summed, strict=True):
+            layer.update_bias(layer_counts)
+
+    def _routing(self, counts: dict[str, torch.Tensor], reduce: bool) -> dict[str, dict]:
+        """Per MoE layer: `routing_stats` of (E,) counts, summed over processes if `reduce`."""
+        if not counts:
+            return {}
+        names = sorted(counts, key=lambda n: int(n.split(".")[1]))
+        stacked = torch.stack([counts[n] for n in names]).float()  # (L, E)
+        if reduce:
+            stacked = dist.all_reduce_sum(stacked)
+        return {n: routing_stats(c) for n, c in zip(names, stacked.cpu(), strict=True)}
 
     def _checks_each_step(self) -> bool:
         return self.cfg.train.max_bad_steps > 0 or self.cfg.train.spike_factor > 0
@@ -307,7 +343,7 @@ class Trainer:
             with dist.autocast(self.device, self.dtype):
                 _, loss = self.model(inputs, rows[:, 1:], segment_ids=self._segments(inputs))
             weight = float(i < n)
-            ce = (loss - self.model.last_z_loss).float()  # cross-entropy only
+            ce = loss.float() - self._extra_losses().sum()  # cross-entropy only
             total += torch.stack([ce * weight, ce.new_tensor(weight)])
         total = dist.all_reduce_mean(total)  # the ratio of two means is the global mean
         return (total[0] / total[1]).item()
@@ -337,6 +373,8 @@ class Trainer:
             "data": self._data_cursor(step),
             "run": self.cfg.to_dict(),
         }
+        if self.cfg.model.moe is not None:
+            info["moe_routing"] = self._validation_routing()
         publish_revision(
             self.run_dir / "checkpoints",
             step,
@@ -345,6 +383,18 @@ class Trainer:
             self.tokenizer,
             info,
         )
+
+    @torch.no_grad()
+    def _validation_routing(self) -> dict[str, dict] | None:
+        """Routing statistics on the first (fixed) validation batch. Every process runs
+        the same batch (a collective forward under FSDP), so no reduction is needed."""
+        if not self.val_batches:
+            return None
+        self.model.eval()
+        rows = self.val_batches[0].to(self.device)
+        with dist.autocast(self.device, self.dtype):
+            self.model(rows[:, :-1], rows[:, 1:], segment_ids=self._segments(rows[:, :-1]))
+        return self._routing(self.model.last_moe_counts, reduce=False)
 
     def _parent_revision(self, step: int) -> str | None:
         """The latest revision published before `step` (None for the first one)."""
@@ -396,6 +446,10 @@ class Trainer:
             record["spikes"] = self.spikes
         if self.cfg.model.z_loss > 0:
             record["z_loss"] = dist.all_reduce_mean(out["z_loss"]).item()
+        if out["moe_counts"]:
+            aux, z = dist.all_reduce_mean(out["moe_losses"].clone()).tolist()
+            record |= {"moe_aux_loss": aux, "moe_z_loss": z}
+            record["moe"] = self._routing(out["moe_counts"], reduce=True)
         if self.device.type == "cuda":
             record["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return record

@@ -156,10 +156,24 @@ def expected_params(cfg: ModelConfig) -> tuple[int, int]:
         mlp = 3 * C * F + (2 * F + C if cfg.bias else 0)
     else:
         mlp = 2 * C * F + (F + C if cfg.bias else 0)
-    layer = attn + mlp + 2 * C * per_norm
-    non_embedding = cfg.n_layers * layer + C * per_norm
+    n_moe = sum(cfg.moe_layer(i) for i in range(cfg.n_layers))  # MoE blocks replace the MLP
+    moe = 0
+    if cfg.moe is not None:  # router (E, C) + routed and shared SwiGLU experts
+        m = cfg.moe
+        moe = m.num_experts * C + (m.num_experts + m.shared_experts) * 3 * C * m.d_ff_expert
+    layers = cfg.n_layers * (attn + 2 * C * per_norm) + (cfg.n_layers - n_moe) * mlp + n_moe * moe
+    non_embedding = layers + C * per_norm
     vocab = cfg.padded_vocab_size * C * (1 if cfg.tie_embeddings else 2)
     return non_embedding + vocab, non_embedding
+
+
+def skipped_expert_params(cfg: ModelConfig) -> int:
+    """Routed-expert parameters a token does not use (0 for dense models)."""
+    if cfg.moe is None:
+        return 0
+    n_moe = sum(cfg.moe_layer(i) for i in range(cfg.n_layers))
+    m = cfg.moe
+    return n_moe * (m.num_experts - m.top_k) * 3 * cfg.d_model * m.d_ff_expert
 
 
 PUBLISHED = {
@@ -182,7 +196,8 @@ def test_presets_build_on_meta_with_expected_params(name):
         assert total == PUBLISHED[name]
     # 6N over the matmul weights (lm_head counted, embedding lookup not) + attention.
     lm_head = cfg.padded_vocab_size * cfg.d_model
-    flops = 6 * (non_embedding + lm_head) + 12 * cfg.n_layers * cfg.d_model * 128
+    active = non_embedding - skipped_expert_params(cfg)  # MoE: top_k experts per token
+    flops = 6 * (active + lm_head) + 12 * cfg.n_layers * cfg.d_model * 128
     assert model.flops_per_token(128) == flops
 
 

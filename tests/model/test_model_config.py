@@ -73,7 +73,7 @@ def test_from_dict_missing_required():
         (dict(n_layers=True), r"n_layers=True must be of type int"),
         (dict(d_model=64.0), r"d_model=64.0 must be of type int"),
         (dict(tie_embeddings=1), r"tie_embeddings=1 must be of type bool"),
-        (dict(family="gpt2"), r"family='gpt2' must be one of \['llama', 'neox', 'olmo2'\]"),
+        (dict(family="gpt2"), r"family='gpt2' must be one of \['llama', 'neox', 'olmo2', 'olmoe'"),
         (dict(norm="batchnorm"), r"norm='batchnorm' must be one of"),
         (dict(mlp="relu"), r"mlp='relu' must be one of \['swiglu', 'gelu'\]"),
         (dict(norm_placement="sandwich"), r"norm_placement='sandwich' must be one of"),

@@ -82,3 +82,18 @@ def test_override_value_is_never_evaluated():
 def test_checkpoint_async_alias():
     assert load_config(None, ["checkpoint.async=true"]).checkpoint.async_save is True
     assert load_config(None, []).checkpoint.async_save is False
+
+
+def test_nested_moe_keys_override_and_round_trip():
+    import tomllib
+
+    from train.config import dump_toml, from_dict
+
+    cfg = load_config("configs/debug.toml", ["model.preset=debug-moe", "model.moe.top_k=3"])
+    assert cfg.model.moe.top_k == 3 and cfg.model.moe.num_experts == 8
+    text = dump_toml(cfg)
+    assert "[model.moe]\nnum_experts = 8\ntop_k = 3\n" in text
+    again = from_dict(tomllib.loads(text))
+    assert again.model == cfg.model
+    with pytest.raises(ConfigError, match="top_k"):
+        load_config("configs/debug.toml", ["model.preset=debug-moe", "model.moe.top_k=99"])
