@@ -9,7 +9,10 @@ the result is also a Strata checkpoint.
 Import reads a local Hugging Face folder (`config.json` plus `model.safetensors` or
 sharded `model-*.safetensors` with their index) of a family Strata knows, and writes it
 as a Strata checkpoint. Only safetensors are read; a folder holding only pickled
-`pytorch_model.bin` weights is refused.
+`pytorch_model.bin` weights is refused. Resume checkpoints are read through
+`checkpoints/safe_dcp.py` (allow-listed metadata unpickler, `weights_only` values), so a
+planted DCP file is refused, never run. A truncated or corrupt weight file is a ValueError
+naming it.
 
 Both write into a temporary folder and rename it into place; an existing output is
 never overwritten.
@@ -25,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file
 
+from checkpoints import safe_dcp
 from checkpoints.hf import config_from_hf, from_hf_state_dict
 from checkpoints.load import load, read_metadata
-from checkpoints.publish import write_revision
+from checkpoints.publish import hf_incompatibility, write_revision
 from checkpoints.resume import latest_resume
 from model import GPT, ModelConfig
 from tokenizer import Tokenizer
@@ -67,33 +70,51 @@ def resolve_resume(path: Path) -> Path:
 
 def from_resume(path: Path) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
     """Model weights of a DCP resume checkpoint (the optimizer state is not read)."""
-    state = json.loads((path / "trainer.json").read_text())
-    if "model_config" not in state:
-        raise ValueError(f"{path / 'trainer.json'}: has no model_config; cannot rebuild the model")
-    model = _empty_model(ModelConfig.from_dict(state["model_config"]))
+    trainer = path / "trainer.json"
+    try:
+        state = json.loads(trainer.read_text())
+        config = ModelConfig.from_dict(state["model_config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{trainer}: no usable model_config ({err!r})") from None
+    model = _empty_model(config)
     target = {"model": model.state_dict()}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
-        dcp.load(target, checkpoint_id=str(path))
+        safe_dcp.load(target, path, no_dist=True, model_config=config.to_dict())
     model.load_state_dict(target["model"])
     run_dir = path.parent.parent
     info = {"step": state["step"], "tokens": state.get("tokens"), "exported_from": str(path)}
     return model, _tokenizer_in(run_dir / "tokenizer"), info
 
 
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def _shard_names(index: Path) -> list[str]:
+    try:
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{index}: not a safetensors index ({err!r})") from None
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"{index}: names {name!r}, not a file inside {index.parent}")
+    return names
+
+
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face folder: one safetensors file or an indexed set."""
     single = folder / "model.safetensors"
     if single.is_file():
-        return load_file(str(single))
+        return _safetensors(single)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         weights: dict[str, torch.Tensor] = {}
-        for name in files:
-            if Path(name).name != name:
-                raise ValueError(f"{index}: names {name!r}, outside {folder}")
-            weights.update(load_file(str(folder / name)))
+        for name in _shard_names(index):
+            weights.update(_safetensors(folder / name))
         return weights
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
         raise ValueError(
@@ -136,6 +157,9 @@ def export_hf(src: str | Path, out: str | Path) -> Path:
         model, tokenizer = load(src, verify=True), _tokenizer_in(src)
     else:
         model, tokenizer, info = from_resume(resolve_resume(src))
+    reason = hf_incompatibility(model.config)
+    if reason is not None:
+        raise ValueError(f"{src}: cannot be written as a Hugging Face model: {reason}")
     return _write_new(out, model, tokenizer, info)
 
 
@@ -150,8 +174,14 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
         config = config_from_hf(json.loads(cfg_path.read_text()))
     except KeyError as err:
         raise ValueError(f"{cfg_path}: missing key {err}") from None
+    except (json.JSONDecodeError, AttributeError, TypeError) as err:
+        raise ValueError(f"{cfg_path}: not a Hugging Face config ({err})") from None
     model = _empty_model(config)
-    model.load_state_dict(from_hf_state_dict(weights, config))
+    try:
+        model.load_state_dict(from_hf_state_dict(weights, config))
+    except (KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{src}: weights do not fit {cfg_path.name} ({first})") from None
     match = re.fullmatch(r"step(\d+)", src.name)
     info = {"step": int(match.group(1)) if match else None, "imported_from": str(src)}
     return _write_new(out, model, _tokenizer_in(src), info)

@@ -3,13 +3,20 @@
 `load(path)` accepts a revision folder `checkpoints/stepN/`. The architecture comes
 from `strata.json` (the native config, including the real vocabulary size) or, for a
 plain Hugging Face folder, from `config.json`. Weights are read with safetensors only:
-nothing is unpickled. With `verify=True` every file's sha256 is checked against the
+nothing is unpickled, and pickled `pytorch_model.bin` / `*.pt` files next to the weights
+are never opened. With `verify=True` every file's sha256 is checked against the
 digests recorded in `strata.json` before anything is loaded.
+
+Untrusted or damaged folders fail with one `ValueError` naming the file: invalid JSON, a
+`strata.json` or `config.json` without a usable model config, a truncated or corrupt
+`model.safetensors`, weights that do not fit the config, and names in `strata.json` that
+are not plain file names inside the folder.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +27,26 @@ from checkpoints.files import sha256_file
 from checkpoints.hf import config_from_hf, from_hf_state_dict
 from model import GPT, ModelConfig
 
+PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+"""Suffixes of pickled weight files: never opened, named when they stand in for safetensors."""
+
 
 def read_metadata(path: str | Path) -> dict[str, Any] | None:
     """A revision's strata.json, or None for a folder that has none."""
     meta = Path(path) / "strata.json"
     if not meta.is_file():
         return None
+    return _read_json(meta)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(meta.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{meta}: not valid JSON ({err})") from None
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def verify_revision(path: str | Path) -> None:
@@ -38,25 +55,45 @@ def verify_revision(path: str | Path) -> None:
     meta = read_metadata(path)
     if meta is None:
         raise ValueError(f"{path}: no strata.json to verify against")
-    for name, digest in meta["sha256"].items():
+    digests = meta.get("sha256")
+    if not isinstance(digests, dict):
+        raise ValueError(f"{path / 'strata.json'}: no 'sha256' map of the revision's files")
+    for name, digest in digests.items():
         target = path / name
-        if Path(name).name != name or not target.is_file():
+        if Path(name).name != name or name in (".", "..") or not target.is_file():
             raise ValueError(f"{path}: strata.json lists {name!r}, which is not in the folder")
         if sha256_file(target) != digest:
             raise ValueError(f"{target}: sha256 differs from the digest in strata.json")
 
 
 def load_config(path: str | Path) -> ModelConfig:
+    """The native config of a revision (strata.json) or Hugging Face folder (config.json)."""
     path = Path(path)
     meta = read_metadata(path)
     if meta is not None:
-        return ModelConfig.from_dict(meta["model_config"])
+        return _config_from(path / "strata.json", ModelConfig.from_dict, meta.get("model_config"))
     hf = path / "config.json"
     if not hf.is_file():
         raise FileNotFoundError(
             f"{path}: expected a revision folder with strata.json or config.json"
         )
-    return config_from_hf(json.loads(hf.read_text()))
+    return _config_from(hf, config_from_hf, _read_json(hf))
+
+
+def _config_from(source: Path, build: Callable[[dict], ModelConfig], raw: Any) -> ModelConfig:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: no model config in it")
+    try:
+        return build(raw)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source}: no usable model config ({err})") from None
+
+
+def _native(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """A natively named state dict; a tied lm_head is stored once, as the embedding."""
+    if config.tie_embeddings and "tok_embeddings.weight" in state:
+        state = {**state, "lm_head.weight": state["tok_embeddings.weight"]}
+    return state
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = False) -> GPT:
@@ -69,7 +106,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = Fa
     config = load_config(path)
     weights = path / "model.safetensors"
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: missing")
+        pickled = sorted(p.name for p in path.glob("*") if p.suffix in PICKLED)
+        why = f"; {', '.join(pickled)} not loaded: pickled weights are refused" if pickled else ""
+        raise FileNotFoundError(f"{weights}: missing{why}")
     try:
         hf_sd = load_file(str(weights), device=str(device))
     except Exception as err:  # safetensors raises its own error types
@@ -78,5 +117,13 @@ def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = Fa
         model = GPT(config)
     model.to_empty(device=device)
     model.init_weights(seed=0)  # fills rotary tables; weights are overwritten below
-    model.load_state_dict(from_hf_state_dict(hf_sd, config))
+    meta = read_metadata(path) or {}
+    try:
+        if meta.get("weights_format") == "strata":  # our own names (no HF class fits)
+            model.load_state_dict(_native(hf_sd, config))
+        else:
+            model.load_state_dict(from_hf_state_dict(hf_sd, config))
+    except (KeyError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        raise ValueError(f"{weights}: weights do not fit the model config ({first})") from None
     return model.eval()

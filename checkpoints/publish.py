@@ -6,6 +6,12 @@ Each revision holds `model.safetensors` (Hugging Face parameter names), `config.
 validation loss, the code's git commit and the sha256 of every other file.
 `checkpoints/manifest.json` lists every revision once, in step order.
 
+A config that no Hugging Face class can express (e.g. an MoE with `balance = "bias"` or
+shared experts, a Llama layout with a parallel residual) is still published, with our
+own parameter names in `model.safetensors`, no `config.json`, and `weights_format =
+"strata"` plus the reason in `strata.json`; Strata's own tools (load, study, generate,
+verify) read it, `strata export --to hf` refuses it with that reason.
+
 Writes are atomic: the revision is assembled in `.stepN.tmp/` and renamed into place,
 then the manifest is rewritten through a temporary file. A crash leaves either the
 previous state or the complete new revision, never a half-written one in the manifest.
@@ -31,11 +37,12 @@ from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
-from checkpoints.hf import hf_config, to_hf_state_dict
+from checkpoints.hf import check_hf_compatible, hf_config, to_hf_state_dict
 from model import ModelConfig
 from tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
+NATIVE = "strata"  # strata.json `weights_format` of a revision that no HF class can hold
 FORMAT_VERSION = 1
 
 
@@ -51,6 +58,23 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             tensor = tensor.full_tensor()  # every process, in the same order
         if keep:
             out[name] = tensor.detach().to("cpu", copy=True)
+    return out
+
+
+def hf_incompatibility(config: ModelConfig) -> str | None:
+    """Why no Hugging Face class can hold this config (None when one can)."""
+    try:
+        check_hf_compatible(config)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def native_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict:
+    """Our parameter names, contiguous; a tied lm_head is stored once, as the embedding."""
+    out = {k: v.contiguous() for k, v in state.items()}
+    if config.tie_embeddings:
+        out.pop("lm_head.weight", None)
     return out
 
 
@@ -75,9 +99,14 @@ def write_revision(
     if not _rank0():
         return None
     out.mkdir(parents=True)
-    weights = to_hf_state_dict(state, config)
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    write_json_atomic(out / "config.json", hf_config(config, **special_ids(tokenizer)))
+    reason = hf_incompatibility(config)
+    if reason is None:
+        weights = to_hf_state_dict(state, config)
+        save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+        write_json_atomic(out / "config.json", hf_config(config, **special_ids(tokenizer)))
+    else:  # no Hugging Face class: our own parameter names, no config.json
+        info = {**info, "weights_format": NATIVE, "hf_incompatible": reason}
+        save_file(native_state_dict(state, config), str(out / "model.safetensors"))
     if tokenizer is not None:
         tokenizer.save(out)
     digests = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()}
@@ -111,6 +140,8 @@ def publish_revision(
     if _rank0():
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob("step*.old-*"):  # left by a kill inside replace_dir
+            shutil.rmtree(stale, ignore_errors=True)
     info = {"revision": final.name, "step": step, **info}
     try:
         meta = write_revision(tmp, model, config, tokenizer, info)

@@ -7,6 +7,11 @@ and only then is `resume/latest` (a one-line text file naming the folder) replac
 atomically; a crash at any point leaves the previous checkpoint as `latest`. Old
 checkpoints beyond `keep` are pruned after the new one is in place.
 
+Loading goes through `checkpoints/safe_dcp.py`: DCP's own reader unpickles the
+`.metadata` file and loads non-tensor values with `weights_only=False`, so a planted
+file could run code; the safe reader allows only DCP's metadata classes, reads values
+with `weights_only=True`, and refuses a checkpoint of another model config first.
+
 DCP works in one process as well as under torchrun, and `get_state_dict` /
 `set_state_dict` understand FSDP-sharded modules, so the same code serves both. DCP
 stores global tensors (and `get_state_dict` names parameters without wrapper prefixes
@@ -29,6 +34,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from checkpoints import safe_dcp
 from checkpoints.files import write_json_atomic
 
 LATEST = "latest"
@@ -189,9 +195,14 @@ def load_resume(
     path = Path(path)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd, "rng": _rng_state()}
-    _quiet(dcp.load, state, checkpoint_id=str(path), no_dist=_single())
+    config = getattr(model, "config", None)  # GPT (FSDP-wrapped too) carries its ModelConfig
+    # torch's own reader unpickles `.metadata`: read through the allow-listed one instead
+    _quiet(safe_dcp.load, state, path, _single(), config.to_dict() if config else None)
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
     torch.set_rng_state(state["rng"]["cpu"])
-    return json.loads((path / "trainer.json").read_text())
+    try:
+        return json.loads((path / "trainer.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path / 'trainer.json'}: not a readable trainer state ({err})") from None

@@ -133,16 +133,29 @@ def _flash(
     segment_ids: torch.Tensor | None,
 ) -> torch.Tensor:
     """flash-attn on (B, H, T, D) q and (B, Hkv, T, D) k, v; returns (B, H, T, D)."""
+    deterministic = torch.are_deterministic_algorithms_enabled()  # flash-attn's own switch
     if segment_ids is None:
         out = fa.flash_attn_func(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            causal=causal,
+            deterministic=deterministic,
         )
         return out.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
     B, H, T, D = q.shape
     cu_seqlens, max_seqlen = segment_boundaries(segment_ids.to(q.device))
     q, k, v = (x.transpose(1, 2).reshape(B * T, x.size(1), D) for x in (q, k, v))  # (B*T, h, D)
     out = fa.flash_attn_varlen_func(
-        q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=causal
+        q,
+        k,
+        v,
+        cu_seqlens,
+        cu_seqlens,
+        max_seqlen,
+        max_seqlen,
+        causal=causal,
+        deterministic=deterministic,
     )  # (B*T, H, D)
     return out.view(B, T, H, D).transpose(1, 2)
 

@@ -11,8 +11,12 @@ Design choices:
 - Directories expand to their supported files (recursively), sorted by relative
   path; unsupported files inside a directory are ignored, but a file named directly
   with an unknown extension is an error.
-- Text is decoded as strict UTF-8 and never normalised: bytes in = text out.
-  Blank lines in JSONL files are skipped (they are not documents).
+- Text is decoded as strict UTF-8 and never normalised: bytes in = text out. Bytes that
+  are not UTF-8 are an error naming the file and line (never replaced or skipped), and so
+  is a JSON `\\ud800`-style escape that decodes to a lone surrogate (not Unicode text).
+  Blank lines in JSONL files are skipped (they are not documents). A corrupt or truncated
+  `.gz`/`.zst` file is an error naming it. Inputs with no document, or whose documents
+  are all empty, are an error naming the inputs.
 - `zstandard` and `pyarrow` are optional (the `data` extra) and imported lazily.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -59,16 +64,20 @@ def iter_documents(
 ) -> Iterator[tuple[str, str]]:
     """Yield (text, source) for every document of `path` (a file, a directory or a list).
 
-    Raises ValueError (at the end of iteration) when the inputs hold no document at all.
+    Raises ValueError (at the end of iteration) when the inputs hold no document at all,
+    or only empty ones.
     """
     names = [str(path)] if isinstance(path, str | Path) else [str(p) for p in path]
-    count = 0
+    count = chars = 0
     for file in expand_inputs(path):
         for doc in _iter_file(file, text_field):
             count += 1
+            chars += len(doc[0])
             yield doc
     if count == 0:
         raise ValueError(f"no documents found in inputs {names}")
+    if chars == 0:
+        raise ValueError(f"no text in inputs {names}: all {count} documents are empty")
 
 
 def _iter_file(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
@@ -78,8 +87,13 @@ def _iter_file(file: Path, text_field: str) -> Iterator[tuple[str, str]]:
     elif suffix == ".parquet":
         yield from _iter_parquet(file, text_field)
     else:
-        with _open_jsonl(file, suffix) as f:
-            yield from _iter_jsonl_lines(f, file, text_field)
+        try:
+            with _open_jsonl(file, suffix) as f:
+                yield from _iter_jsonl_lines(f, file, text_field)
+        except Exception as e:  # gzip/zlib/zstandard raise assorted types on bad streams
+            if isinstance(e, ValueError | ImportError) or not _is_stream_error(e):
+                raise
+            raise ValueError(f"{file}: corrupt or truncated {suffix} file ({e})") from None
 
 
 def _decode(data: bytes, file: Path, where: str = "") -> str:
@@ -117,8 +131,28 @@ def _iter_jsonl_lines(f: IO[bytes], file: Path, text_field: str) -> Iterator[tup
         if not isinstance(obj, dict):
             raise ValueError(f"{file}{where}: expected a JSON object, got {type(obj).__name__}")
         text = _text_of(obj, file, where, text_field)
+        if b"\\u" in raw:  # JSON escapes can spell lone surrogates; plain UTF-8 cannot
+            _check_unicode(text, file, where)
         source = obj.get("source")
         yield text, (str(source) if source is not None else f"{file.name}:{line_no}")
+
+
+def _is_stream_error(e: Exception) -> bool:
+    """A damaged compressed stream (not a missing or unreadable file: those have an errno)."""
+    if isinstance(e, OSError):
+        return e.errno is None  # gzip.BadGzipFile
+    return isinstance(e, EOFError | zlib.error) or type(e).__name__ == "ZstdError"
+
+
+def _check_unicode(text: str, file: Path, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start]
+        raise ValueError(
+            f"{file}{where}: text holds a lone surrogate {bad!r} at character {e.start} "
+            "(a \\ud800-\\udfff JSON escape); expected Unicode text"
+        ) from None
 
 
 def _text_of(obj: dict[str, Any], file: Path, where: str, text_field: str) -> str:

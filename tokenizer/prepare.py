@@ -215,7 +215,8 @@ def _write_splits(
     from tqdm import tqdm
 
     writers = {s: ShardWriter(tmp, s, dtype, shard_tokens) for s in ("train", "val")}
-    with tqdm(desc="prepare", unit="doc", disable=not progress) as bar:
+    # the bar only on a terminal (disable=None): errors stay one line in logs and pipes
+    with tqdm(desc="prepare", unit="doc", disable=None if progress else True) as bar:
         for meta, lengths, tokens in encoded:
             start = 0
             for (split, _, source), n in zip(meta, lengths.tolist(), strict=True):

@@ -4,8 +4,13 @@ Design choices:
 - Shards are flat little-endian `uint16`/`uint32` files listed in `index.json`;
   each is opened with a read-only `np.memmap`, so opening is instant and reading
   touches only the pages needed. Reads come back as int64.
-- Sizes are always checked against the index on open (a truncated or padded shard
-  is an error naming the file); `verify=True` also checks every shard's sha256.
+- Sizes are always checked against the index on open (a truncated or padded shard, or
+  one whose length is not a multiple of its dtype, is an error naming the file);
+  `verify=True` also checks every shard's sha256. The dataset's `tokenizer/` copy must
+  hash to the index's `tokenizer_sha256` (checked on open: one small file).
+- Every read checks its tokens against the index's `vocab_size` (one numpy max over the
+  window): an out-of-range id is an error naming the shard file and position, never an
+  out-of-bounds embedding lookup.
 - Training windows are fixed-length slices of the stream: window i holds the
   `seq_len + 1` tokens starting at `i * seq_len`, so consecutive windows share one
   token and inputs/targets are `window[:-1]` / `window[1:]`.
@@ -18,7 +23,7 @@ from __future__ import annotations
 import bisect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -26,6 +31,7 @@ from .fsutil import sha256_file
 
 FORMAT_VERSION = 1
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # the order Tokenizer.load picks
 
 
 def load_index(dataset_dir: str | Path) -> dict[str, Any]:
@@ -46,6 +52,21 @@ def load_index(dataset_dir: str | Path) -> dict[str, Any]:
     return index
 
 
+def check_tokenizer(dataset_dir: Path, index: dict[str, Any]) -> None:
+    """The dataset's `tokenizer/` copy (when present) is the one its index was made with."""
+    folder = dataset_dir / "tokenizer"
+    file = next((folder / n for n in TOKENIZER_FILES if (folder / n).is_file()), None)
+    expected = index.get("tokenizer_sha256")
+    if file is None or expected is None:
+        return
+    found = sha256_file(file)
+    if found != expected:
+        raise ValueError(
+            f"{file}: sha256 {found[:12]} is not the tokenizer_sha256 {str(expected)[:12]} of "
+            f"{dataset_dir / 'index.json'}: the data was prepared with another tokenizer"
+        )
+
+
 class TokenShards:
     """The token stream of one split of a prepared dataset."""
 
@@ -59,6 +80,7 @@ class TokenShards:
         self.vocab_size: int = self.index["vocab_size"]
         self.eos_id: int = self.index["eos_id"]
         self.dtype = DTYPES[self.index["dtype"]]
+        check_tokenizer(self.dataset_dir, self.index)
         info = splits[split]
         self._maps = [self._open(s, verify) for s in info["shards"] if s["tokens"] > 0]
         sizes = [len(m) for m in self._maps]
@@ -80,6 +102,8 @@ class TokenShards:
         actual = path.stat().st_size
         if actual != expected:
             what = "truncated" if actual < expected else "wrong size"
+            if actual % self.dtype.itemsize:
+                what += f" (not a multiple of {self.dtype.itemsize} bytes)"
             raise ValueError(
                 f"{path}: shard is {what}: {actual} bytes, expected {expected} "
                 f"({shard['tokens']} tokens of {self.dtype.name})"
@@ -122,7 +146,18 @@ class TokenShards:
             out[done : done + take] = self._maps[shard][offset : offset + take]
             done += take
             shard += 1
+        if length and int(out.max()) >= self.vocab_size:
+            self._out_of_range(start, out)
         return out
+
+    def _out_of_range(self, start: int, tokens: np.ndarray) -> NoReturn:
+        pos = start + int(np.argmax(tokens >= self.vocab_size))
+        shard = int(np.searchsorted(self._starts, pos, side="right")) - 1
+        raise ValueError(
+            f"{self._maps[shard].filename}: token id {int(tokens[pos - start])} at token "
+            f"{pos - int(self._starts[shard])} is >= vocab_size {self.vocab_size} of "
+            f"{self.dataset_dir / 'index.json'} (corrupt shard, or prepared for another index)"
+        )
 
     def n_windows(self, seq_len: int) -> int:
         """Number of training windows of `seq_len` (+1) tokens: (n_tokens - 1) // seq_len."""

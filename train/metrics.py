@@ -36,11 +36,18 @@ def peak_flops(device: torch.device, override_tflops: float = 0.0) -> float | No
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Keep only records with step <= last_step (used when resuming)."""
+    """Keep only records with step <= last_step (used when resuming); a line cut short by
+    a kill or a full disk is dropped."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in keep if json.loads(line).get("step", 0) <= last_step]
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= last_step:
+            keep.append(line)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)

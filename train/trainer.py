@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import math
 import shutil
 import time
@@ -41,8 +42,12 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from checkpoints.files import sha256_file, write_json_atomic
-from checkpoints.hf import check_hf_compatible
-from checkpoints.publish import publish_revision, read_manifest
+from checkpoints.publish import (
+    hf_incompatibility,
+    publish_revision,
+    read_manifest,
+    update_manifest,
+)
 from checkpoints.resume import ResumeWriter, latest_resume, load_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
@@ -105,7 +110,12 @@ class Trainer:
         dist.init_distributed(self.device)
         self._setup_data()
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
-        check_hf_compatible(cfg.model)  # published revisions must map onto an HF class
+        reason = hf_incompatibility(cfg.model)
+        if reason is not None:
+            dist.print0(
+                f"note: revisions will be published with Strata's own parameter names, not "
+                f"as a Hugging Face model: {reason}"
+            )
         self.model = build_model(cfg.model, cfg.train, self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
@@ -363,6 +373,8 @@ class Trainer:
         evaluation and the gathering of the sharded weights are collectives; rank 0 writes."""
         if step not in self.publish_at:
             return
+        if self._already_published(step):
+            return
         if val_loss is None:
             val_loss = self.evaluate()
         info = {
@@ -383,6 +395,19 @@ class Trainer:
             self.tokenizer,
             info,
         )
+
+    def _already_published(self, step: int) -> bool:
+        """Published revisions are immutable: after a resume, a revision that is already
+        there (folders are renamed into place complete) is kept, and only re-entered in
+        the manifest in case a kill came between the rename and the manifest update."""
+        folder = self.run_dir / "checkpoints" / f"step{step}"
+        exists = (folder / "strata.json").is_file()
+        if not dist.rank0_decides(exists, self.device):
+            return False
+        if dist.is_rank0():
+            update_manifest(folder.parent, json.loads((folder / "strata.json").read_text()))
+        dist.barrier()
+        return True
 
     @torch.no_grad()
     def _validation_routing(self) -> dict[str, dict] | None:
@@ -494,9 +519,7 @@ class Trainer:
     def fit(self) -> None:
         cfg = self.cfg
         step = self.step
-        published = (self.run_dir / "checkpoints" / f"step{step}").exists()
-        if not dist.rank0_decides(published, self.device):  # every process takes one branch
-            self.maybe_publish(step, None, None)
+        self.maybe_publish(step, None, None)  # step 0, or a revision a kill left unlisted
         last_log, t_last = step, time.perf_counter()
         preemption = Preemption().install()
         try:

@@ -72,16 +72,21 @@ def _check_common(q, k, v):
 def make_fake_flash():
     """An object with flash-attn's two entry points, computed through SDPA, counting calls."""
     calls = {"func": 0, "varlen": 0}
+    flags: list[bool] = []  # the `deterministic` argument of every call
 
-    def flash_attn_func(q, k, v, causal=False):
+    def flash_attn_func(q, k, v, causal=False, deterministic=False):
         calls["func"] += 1
+        flags.append(deterministic)
         _check_common(q, k, v)
         assert q.dim() == 4 and q.shape[:2] == k.shape[:2]  # (B, T, H, D)
         out = _sdpa_gqa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal)
         return out.transpose(1, 2).contiguous()
 
-    def flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, causal=False):
+    def flash_attn_varlen_func(
+        q, k, v, cu_q, cu_k, max_q, max_k, causal=False, deterministic=False
+    ):
         calls["varlen"] += 1
+        flags.append(deterministic)
         _check_common(q, k, v)
         assert q.dim() == 3 and q.size(0) == k.size(0)  # (total, H, D)
         for cu, mx in ((cu_q, max_q), (cu_k, max_k)):
@@ -95,7 +100,7 @@ def make_fake_flash():
             out[s:e] = _sdpa_gqa(*seq, causal).transpose(0, 1)
         return out
 
-    fake = SimpleNamespace(flash_attn_func=flash_attn_func)
+    fake = SimpleNamespace(flash_attn_func=flash_attn_func, deterministic_flags=flags)
     fake.flash_attn_varlen_func = flash_attn_varlen_func
     return fake, calls
 
@@ -320,3 +325,20 @@ def test_flash_module_is_cached_and_optional():
     first = ab._flash_module()
     assert ab._flash_module() is first
     assert (first is None) == (importlib.util.find_spec("flash_attn") is None)
+
+
+def test_flash_gets_torch_deterministic_flag(monkeypatch):
+    """flash-attn ignores torch's switch; the wrapper passes it on, both entry points."""
+    fake, _ = make_fake_flash()
+    monkeypatch.setattr(ab, "_flash_module", lambda: fake)
+    monkeypatch.setattr(ab, "_flash_eligible", lambda q, k, v: True)
+    q, k, v = (torch.randn(1, 2, 8, 16) for _ in range(3))
+    segments = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    try:
+        torch.use_deterministic_algorithms(True)
+        ab.attention(q, k, v, causal=True)
+        ab.attention(q, k, v, causal=True, segment_ids=segments)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    ab.attention(q, k, v, causal=True)
+    assert fake.deterministic_flags == [True, True, False]

@@ -71,14 +71,24 @@ def test_missing_dataset_is_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "none" in result.stderr
 
 
-def test_config_without_hf_class_fails_before_training(tiny_dataset, tmp_path):
+def test_config_without_hf_class_publishes_native_revisions(tiny_dataset, tmp_path):
+    """No Hugging Face class has a Llama layout with a parallel residual: the run still
+    publishes, with our own names; Strata reads it back, `export --to hf` says why not."""
+    values = {"model.parallel_residual": "true", "train.max_steps": 4}
     result = strata(
-        "train", "configs/debug.toml", "model.parallel_residual=true",
-        *tiny_overrides(tiny_dataset, tmp_path),
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "parallel_residual" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "debug" / "checkpoints").exists()
+        "train", "configs/debug.toml", *tiny_overrides(tiny_dataset, tmp_path, **values)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Strata's own parameter names" in result.stderr and "parallel_residual" in result.stderr
+    rev = tmp_path / "debug" / "checkpoints" / "step4"
+    meta = json.loads((rev / "strata.json").read_text())
+    assert meta["weights_format"] == "strata" and not (rev / "config.json").exists()
+    out = strata("generate", str(rev), "--prompt", "def f", "--max-new-tokens", "4",
+                 "--temperature", "0")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    exported = strata("export", str(rev), "--to", "hf", "--out", str(tmp_path / "hf"))
+    assert exported.returncode == 2 and "parallel_residual" in exported.stderr
+    assert len(exported.stderr.strip().splitlines()) == 1 and not (tmp_path / "hf").exists()
 
 
 def test_sigterm_exits_zero_with_a_resume_checkpoint(tiny_dataset, tmp_path):

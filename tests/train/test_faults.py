@@ -125,10 +125,10 @@ def test_disk_full_keeps_the_previous_checkpoint(tiny_config, monkeypatch):
     ckpts = cfg.run_dir / "checkpoints"
     manifest = (ckpts / "manifest.json").read_text()
     step8 = (ckpts / "step8" / "strata.json").read_text()  # published before the first stop
-    with pytest.raises(RunStopped, match=r"checkpoints/step8: writing failed"):
-        again.fit()
+    with pytest.raises(RunStopped, match=r"checkpoints/step12: writing failed"):
+        again.fit()  # step 8 is kept as it was; step 12 is the first new revision
     assert (ckpts / "manifest.json").read_text() == manifest
-    assert not list(ckpts.glob(".*"))  # the half-written revision is gone
+    assert not list(ckpts.glob(".*")) and not (ckpts / "step12").exists()  # nothing half-written
     assert (ckpts / "step8" / "strata.json").read_text() == step8
     verify_revision(ckpts / "step8")  # the earlier revision is whole
 
@@ -144,3 +144,32 @@ def test_deterministic_runs_are_bitwise_equal(tiny_config):
     a = load_file(root / "a" / "checkpoints" / "step12" / "model.safetensors")
     b = load_file(root / "b" / "checkpoints" / "step12" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_keeps_published_revisions_and_drops_a_cut_metrics_line(tiny_config):
+    """A kill right after a revision was renamed into place (before the manifest update)
+    and in the middle of a metrics line: the rerun keeps the revision's bytes, lists it
+    once, and drops the partial line."""
+    import shutil
+
+    cfg = tiny_config(**{"run.name": "first"})
+    Trainer(cfg).fit()
+    run = cfg.run_dir.with_name("cut")
+    shutil.copytree(cfg.run_dir, run)
+    shutil.rmtree(run / "resume" / "step-00000012")
+    shutil.rmtree(run / "checkpoints" / "step12")
+    (run / "resume" / "latest").write_text("step-00000008\n")
+    manifest = json.loads((run / "checkpoints" / "manifest.json").read_text())
+    manifest["revisions"] = [r for r in manifest["revisions"] if r["step"] <= 4]
+    (run / "checkpoints" / "manifest.json").write_text(json.dumps(manifest))
+    step8 = (run / "checkpoints" / "step8" / "model.safetensors").read_bytes()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 13, "loss": 1.')  # cut short
+    Trainer(tiny_config(**{"run.name": "cut"})).fit()
+    assert (run / "checkpoints" / "step8" / "model.safetensors").read_bytes() == step8
+    steps = [
+        r["step"]
+        for r in json.loads((run / "checkpoints" / "manifest.json").read_text())["revisions"]
+    ]
+    assert steps == [0, 1, 2, 4, 8, 12]
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, 13))

@@ -1,0 +1,226 @@
+"""Untrusted checkpoints: planted pickles are refused and never run, corrupt files and
+paths that leave their folder are one-line errors naming the file.
+
+Every payload here is a real one: unpickling it runs `touch MARKER` (checked once with
+plain `pickle.loads`), and each test asserts the marker never appears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from checkpoints import safe_dcp
+from checkpoints.export import export_hf, import_hf, load_any, resolve_resume
+from checkpoints.load import load, verify_revision
+from checkpoints.publish import publish_revision, read_manifest
+from checkpoints.resume import latest_resume, save_resume
+from model import GPT, ModelConfig
+from train.config import OptimConfig
+from train.optim import build_optimizer
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+class Payload:
+    """Unpickling this runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    path = tmp_path / "PWNED"
+    pickle.loads(pickle.dumps(Payload(path)))  # the payload is real: it creates the marker
+    assert path.exists()
+    path.unlink()
+    return path
+
+
+def trained(seed: int = 0, **overrides) -> tuple[GPT, torch.optim.Optimizer]:
+    """A debug model after one AdamW step (so the optimizer has state)."""
+    torch.manual_seed(seed)
+    model = GPT(ModelConfig.from_preset("debug", vocab_size=64, **overrides))
+    model.init_weights(seed=seed)
+    optimizer = build_optimizer(model, OptimConfig())
+    tokens = torch.randint(0, 64, (2, 9))
+    model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return model, optimizer
+
+
+def resume_state(model: GPT, optimizer: torch.optim.Optimizer) -> dict:
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {"model": model_sd, "optim": optim_sd, "rng": {"cpu": torch.get_rng_state()}}
+
+
+@pytest.fixture
+def resume_ckpt(tmp_path: Path) -> Path:
+    """A run folder's resume checkpoint written by checkpoints/resume.py's writer."""
+    model, optimizer = trained()
+    info = {"tokens": 8, "model_config": model.config.to_dict()}
+    return save_resume(tmp_path / "run" / "resume", 1, model, optimizer, info)
+
+
+@pytest.fixture
+def revision(tmp_path: Path) -> Path:
+    model, _ = trained()
+    return publish_revision(tmp_path / "run" / "checkpoints", 4, model, model.config, None, {})
+
+
+def test_safe_dcp_round_trips_a_resume_checkpoint(resume_ckpt: Path) -> None:
+    saved_model, saved_optim = trained()
+    model, optimizer = trained(seed=1)
+    state = resume_state(model, optimizer)
+    safe_dcp.load(state, resume_ckpt, no_dist=True, model_config=model.config.to_dict())
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
+    for name, tensor in saved_model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    a, b = saved_optim.state_dict(), optimizer.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for key, value in a["state"].items():
+        assert all(torch.equal(value[k], b["state"][key][k]) for k in value), key
+
+
+def test_planted_metadata_pickle_is_refused_and_never_run(resume_ckpt: Path, marker: Path) -> None:
+    (resume_ckpt / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    model, optimizer = trained()
+    with pytest.raises(safe_dcp.UnsafeCheckpointError, match=r"\.metadata: refused .*system"):
+        safe_dcp.load(resume_state(model, optimizer), resume_ckpt, no_dist=True)
+    with pytest.raises(ValueError, match=r"\.metadata: refused"):
+        export_hf(resume_ckpt.parent.parent, resume_ckpt.parent.parent / "hf")
+    with pytest.raises(ValueError, match=r"\.metadata: refused"):
+        load_any(resume_ckpt.parent.parent)
+    assert not marker.exists()
+
+
+def test_planted_value_pickle_is_refused_and_never_run(tmp_path: Path, marker: Path) -> None:
+    """DCP's own planner would run this (torch.load(weights_only=False) on non-tensors)."""
+    model, optimizer = trained()
+    state = resume_state(model, optimizer)
+    state["optim"]["param_groups"][0]["lr"] = Payload(marker)
+    dcp.save(state, checkpoint_id=str(tmp_path / "ckpt"), no_dist=True)  # writing runs nothing
+    assert not marker.exists()
+    with pytest.raises(safe_dcp.UnsafeCheckpointError, match=r"param_groups\.0\.lr.*system"):
+        safe_dcp.load(resume_state(*trained()), tmp_path / "ckpt", no_dist=True)
+    assert not marker.exists()
+
+
+def rewrite_metadata(ckpt: Path, edit) -> None:
+    """Edit our own (trusted) metadata and write it back."""
+    metadata = pickle.loads((ckpt / ".metadata").read_bytes())
+    edit(metadata)
+    (ckpt / ".metadata").write_bytes(pickle.dumps(metadata))
+
+
+def test_metadata_paths_stay_inside_the_checkpoint(resume_ckpt: Path) -> None:
+    def escape(metadata):
+        for info in metadata.storage_data.values():
+            info.relative_path = "../../outside.distcp"
+
+    rewrite_metadata(resume_ckpt, escape)
+    with pytest.raises(safe_dcp.UnsafeCheckpointError, match=r"'\.\./\.\./outside\.distcp'"):
+        safe_dcp.load(resume_state(*trained()), resume_ckpt, no_dist=True)
+
+
+def test_truncated_resume_files_name_the_file(resume_ckpt: Path) -> None:
+    data = resume_ckpt / "__0_0.distcp"
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"__0_0\.distcp: truncated: 1000 bytes"):
+        safe_dcp.load(resume_state(*trained()), resume_ckpt, no_dist=True)
+    meta = resume_ckpt / ".metadata"
+    meta.write_bytes(meta.read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"\.metadata: not a readable DCP metadata file"):
+        safe_dcp.load(resume_state(*trained()), resume_ckpt, no_dist=True)
+
+
+def test_incompatible_model_config_is_refused(resume_ckpt: Path) -> None:
+    before = snapshot(resume_ckpt)
+    deeper = trained(n_layers=3)
+    with pytest.raises(ValueError, match=r"another model config.*n_layers 2 -> 3"):
+        safe_dcp.load(resume_state(*deeper), resume_ckpt, model_config=deeper[0].config.to_dict())
+    with pytest.raises(ValueError, match=r"model\.layers\.2\.\S+ is not in the checkpoint"):
+        safe_dcp.load(resume_state(*deeper), resume_ckpt, no_dist=True)  # shapes alone
+    shallow = trained(n_layers=1)[0]
+    with pytest.raises(ValueError, match=r"also holds model\.layers\.1\."):
+        safe_dcp.load({"model": shallow.state_dict()}, resume_ckpt, no_dist=True)
+    theta = trained(rope_theta=500.0)[0]  # same shapes, different function
+    with pytest.raises(ValueError, match=r"rope_theta 10000\.0 -> 500\.0"):
+        safe_dcp.load({"model": theta.state_dict()}, resume_ckpt, True, theta.config.to_dict())
+    assert snapshot(resume_ckpt) == before
+
+
+def test_pickled_weights_are_never_loaded(revision: Path, marker: Path, tmp_path: Path) -> None:
+    torch.save({"w": Payload(marker)}, revision / "pytorch_model.bin")  # next to safetensors
+    load(revision)
+    load_any(revision)
+    hf = tmp_path / "hf"
+    shutil.copytree(revision, hf)
+    (hf / "model.safetensors").unlink()  # instead of safetensors
+    shutil.copy(hf / "pytorch_model.bin", hf / "model.bin")
+    for read in (load, load_any):
+        with pytest.raises(FileNotFoundError, match=r"missing; model\.bin, pytorch_model\.bin not"):
+            read(hf)
+    with pytest.raises(ValueError, match=r"lists 'model\.safetensors', which is not in the folder"):
+        export_hf(hf, tmp_path / "exported")
+    with pytest.raises(ValueError, match="reads safetensors only"):
+        import_hf(hf, tmp_path / "imported")
+    from tests.train.test_cli import strata
+
+    result = strata("generate", str(hf), "--prompt", "x")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "pickled weights are refused" in result.stderr
+    assert not marker.exists()
+
+
+def test_corrupt_safetensors_names_the_file(revision: Path, tmp_path: Path) -> None:
+    weights = revision / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    with pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors file"):
+        load(revision)
+    with pytest.raises(ValueError, match=r"model\.safetensors: sha256 differs"):
+        export_hf(revision, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}  ")
+    with pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors file"):
+        load(revision)
+
+
+def test_names_from_run_files_stay_inside_the_run(revision: Path, resume_ckpt: Path) -> None:
+    ckpt = revision.parent
+    for bad in ("../x", "/etc", ".step4.tmp", "..", "a/b"):
+        (ckpt / "manifest.json").write_text(f'{{"revisions": [{{"revision": "{bad}"}}]}}')
+        with pytest.raises(ValueError, match=r"manifest\.json: revision .* inside"):
+            read_manifest(ckpt)
+    strata_json = revision / "strata.json"
+    strata_json.write_text(strata_json.read_text().replace('"config.json"', '"../config.json"'))
+    with pytest.raises(ValueError, match=r"lists '\.\./config\.json', which is not in the folder"):
+        verify_revision(revision)
+    resume_dir = resume_ckpt.parent
+    for bad in ("../../etc", "/etc", "step-99999999", ""):
+        (resume_dir / "latest").write_text(bad + "\n")
+        with pytest.raises(ValueError, match="is not a complete checkpoint"):
+            latest_resume(resume_dir)
+        with pytest.raises(ValueError, match="is not a complete checkpoint"):
+            resolve_resume(resume_dir.parent)
