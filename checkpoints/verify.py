@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -119,7 +120,9 @@ def _check_files(folder: Path, listed: dict, bar: Any, report: Report) -> str | 
 def _scan_folders(ckpt: Path, report: Report) -> dict[str, int]:
     folders = {}
     for entry in sorted(ckpt.iterdir()):
-        if entry.is_dir() and (m := STEP_DIR.fullmatch(entry.name)):
+        if entry.is_symlink():  # it could point anywhere: never followed
+            report.add("symlink", entry, f"a link to {os.readlink(entry)}, not part of the run")
+        elif entry.is_dir() and (m := STEP_DIR.fullmatch(entry.name)):
             folders[entry.name] = int(m[1])
         elif re.fullmatch(r"\.step\d+\.tmp", entry.name):
             report.notes.append(f"{entry}: publication in progress or abandoned (ignored)")

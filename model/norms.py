@@ -6,6 +6,8 @@ Design choices:
   `LlamaRMSNorm`, so exported weights give the same numbers in bf16 too. (HF's
   `Olmo2RMSNorm` applies the gain before the cast: identical in fp32, one bf16
   rounding apart in bf16.)
+- In fp32 (input and gain) the same function runs as `torch.nn.functional.rms_norm`, one
+  fused kernel instead of five; other dtypes keep the explicit form for the cast order.
 - LayerNorm is `torch.nn.LayerNorm` itself (optionally without bias), exactly what
   Hugging Face GPT-NeoX uses, so its numbers match bit for bit.
 - `make_norm(config, dim)` is the one place that picks the type from the config;
@@ -15,6 +17,7 @@ Design choices:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
@@ -34,6 +37,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (..., C)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused kernel
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)

@@ -46,10 +46,15 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate x (B, H, T, D) by position; cos/sin are (T, R) tables, R <= D dims rotate.
 
     With R < D only the first R dims of each head rotate; the other D - R pass through.
+    Computed on the two halves directly, (x1 c - x2 s, x2 c + x1 s), which is bit for bit
+    `x * cos + rotate_half(x) * sin` (a + (-b) == a - b) with half the multiplications
+    and no negated copy.
     """
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, R), broadcast over (B, H)
     R = cos.size(-1)
-    if R == x.size(-1):
-        return x * cos + rotate_half(x) * sin
-    x_rot, x_pass = x[..., :R], x[..., R:]  # (B, H, T, R), (B, H, T, D - R)
-    return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)
+    h = R // 2
+    c, s = cos[:, :h].to(x.dtype), sin[:, :h].to(x.dtype)  # (T, R/2): the halves repeat
+    x1, x2 = x[..., :h], x[..., h:R]  # (B, H, T, R/2) each
+    parts = [x1 * c - x2 * s, x2 * c + x1 * s]
+    if R < x.size(-1):
+        parts.append(x[..., R:])  # (B, H, T, D - R) pass through
+    return torch.cat(parts, dim=-1)

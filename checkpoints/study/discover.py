@@ -80,6 +80,8 @@ def _revisions_in(folder: Path) -> list[Revision]:
         match = STEP_DIR.fullmatch(child.name)
         if not match or not child.is_dir():
             continue
+        if child.is_symlink():  # could point anywhere: refuse rather than follow
+            raise ValueError(f"{child}: a symbolic link, not a revision folder; not followed")
         if (child / "strata.json").is_file() or (child / "config.json").is_file():
             found.append(Revision(child.name, int(match.group(1)), child, read_metadata(child)))
     return sorted(found, key=lambda r: r.step)

@@ -160,3 +160,14 @@ def test_every_problem_kind_is_documented():
     found |= set(re.findall(r'"([a-z]+-mismatch)"', source))
     assert len(found) >= 15
     assert not [k for k in found if f"| `{k}` |" not in doc]
+
+
+def test_symlinked_revision_is_flagged_not_followed(run, tmp_path):
+    from checkpoints.study import study
+
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(run / "checkpoints" / "step4", outside)
+    (run / "checkpoints" / "step99").symlink_to(outside)
+    assert "symlink" in kinds(run)
+    with pytest.raises(ValueError, match="step99: a symbolic link"):
+        study(run, quiet=True)

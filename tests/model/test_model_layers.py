@@ -97,3 +97,18 @@ def test_attention_rejects_bad_heads():
     q, kv = torch.randn(1, 4, 3, 8), torch.randn(1, 3, 3, 8)
     with pytest.raises(ValueError, match="kv heads"):
         attention(q, kv, kv)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rotary"), [(torch.float32, 16), (torch.bfloat16, 16), (torch.float32, 8)]
+)
+def test_rotary_equals_the_rotate_half_form_bit_for_bit(dtype, rotary):
+    """The half-split computation is exactly HF's `x * cos + rotate_half(x) * sin`."""
+    from model.rope import rotate_half
+
+    x = torch.randn(2, 3, 12, 16, dtype=dtype)
+    cos, sin = rope_tables(rotary, 12)
+    c, s = cos.to(dtype), sin.to(dtype)
+    rot = x[..., :rotary] * c + rotate_half(x[..., :rotary]) * s
+    expected = torch.cat((rot, x[..., rotary:]), dim=-1)
+    assert torch.equal(apply_rotary(x, cos, sin), expected)
