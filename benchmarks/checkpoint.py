@@ -60,7 +60,8 @@ def resume_case(root: Path, model, opt, background: bool, repeat: int) -> dict[s
         total.append(time.perf_counter() - t0)
     folder = writer.resume_dir / f"step-{repeat:08d}"
     copy = statistics.median(
-        timed(lambda i=i: shutil.copytree(folder, root / f"copy-{i}")) for i in range(repeat)
+        timed(lambda i=i: shutil.copytree(folder, root / f"copy-{background}-{i}"))
+        for i in range(repeat)
     )
     return {
         "bytes": folder_bytes(folder),
