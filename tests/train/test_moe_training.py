@@ -91,3 +91,18 @@ def test_bias_balancing_trains_and_publishes_natively(tiny_dataset, tmp_path):
     trainer.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(rows[:, :-1]), trainer.model(rows[:, :-1]))
+
+
+def test_activation_checkpointing_gives_the_same_moe_run(tiny_dataset, tmp_path):
+    """Recomputing MoE blocks in backward (routing included) changes no number."""
+    from tests.conftest import tiny_overrides
+    from train.config import load_config
+
+    losses = {}
+    for ac in ("none", "full"):
+        values = {**MOE, "train.max_steps": 4, "train.activation_checkpointing": ac}
+        values["run.name"] = ac
+        cfg = load_config("configs/debug.toml", tiny_overrides(tiny_dataset, tmp_path, **values))
+        Trainer(cfg).fit()
+        losses[ac] = [x for r in read_metrics(cfg.run_dir) for x in (r["loss"], r["moe_aux_loss"])]
+    assert losses["full"] == pytest.approx(losses["none"], abs=1e-6)
