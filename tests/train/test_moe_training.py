@@ -106,3 +106,21 @@ def test_activation_checkpointing_gives_the_same_moe_run(tiny_dataset, tmp_path)
         Trainer(cfg).fit()
         losses[ac] = [x for r in read_metrics(cfg.run_dir) for x in (r["loss"], r["moe_aux_loss"])]
     assert losses["full"] == pytest.approx(losses["none"], abs=1e-6)
+
+
+def test_study_reports_routing_of_a_real_moe_run(moe_run, tmp_path):
+    import csv
+
+    from checkpoints.study import study
+
+    report = study(moe_run.run_dir, out=tmp_path / "study", eval_windows=4, mem_samples=4,
+                   quiet=True)  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "study" / "metrics.csv").open()))
+    published = json.loads((moe_run.run_dir / "checkpoints" / "manifest.json").read_text())
+    assert len(rows) == len(published["revisions"])
+    for row in rows:
+        meta = json.loads((moe_run.run_dir / "checkpoints" / row["revision"] / "strata.json")
+                          .read_text())  # fmt: skip
+        stats = meta["moe_routing"]["layers.1"]
+        assert float(row["moe/layers.1/max_mean_ratio"]) == pytest.approx(stats["max_mean_ratio"])
+    assert "moe" in report.read_text().lower()
