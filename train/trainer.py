@@ -11,13 +11,13 @@ Losses and norms stay on the device inside a step; they are read back (one host 
 only at log, eval and publication steps, and, while the bad-step check is on
 (`train.max_bad_steps > 0`, or `train.spike_factor > 0`), once per step as two scalars.
 
-Faults: a step whose global loss or gradient norm is NaN/Inf is skipped (gradients
-dropped, no update) and counted in `skipped_steps`; `train.max_bad_steps` such steps in a
-row stop the run with a resume checkpoint (the weights of the last good step) and
-`RunStopped`. A loss above `train.spike_factor` x the running mean is recorded in
-`RUN/spikes/stepN.json` with the batch's window indices and per-sequence losses,
-measured before the update. A failed checkpoint or publication write (disk full) stops
-the run with `RunStopped`; the previous checkpoint is untouched.
+Faults (`train/faults.py`): a step whose global loss or gradient norm is NaN/Inf is
+skipped (gradients dropped, no update); `train.max_bad_steps` in a row stop the run with a
+resume checkpoint (the weights of the last good step) and `RunStopped`. Loss spikes are
+recorded in `RUN/spikes/` before the update. A failed checkpoint or publication write
+(disk full) stops the run with `RunStopped`; the previous checkpoint is untouched.
+MoE measurements (router losses, routing statistics, bias balancing) are in
+`train/moe_stats.py`.
 
 Under torchrun the model is sharded with FSDP2 (`train/parallelize.py`), so every
 forward is a collective: every process runs `train_step`, `evaluate` and
@@ -28,7 +28,6 @@ values, the same whatever the number of processes.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import math
@@ -52,20 +51,17 @@ from checkpoints.resume import ResumeWriter, latest_resume, load_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
 from model.attention_backend import segment_ids_from_tokens
-from model.moe import routing_stats
 from tokenizer import Tokenizer, TokenShards, row_digests
 from train import dist
 from train.config import Config, ConfigError, TrainConfig, dump_toml
 from train.data import TrainBatches, validation_batches
+from train.faults import RunStopped, StepGuard, spike_record, write_failed
 from train.materialize import materialize
 from train.metrics import MetricsLogger, peak_flops
+from train.moe_stats import extra_losses, routing, update_router_bias
 from train.optim import build_optimizer, lr_at, set_lr
 from train.parallelize import parallelize
 from train.preempt import Preemption
-
-
-class RunStopped(RuntimeError):
-    """The run cannot go on (diverged, disk full); the message says what was kept."""
 
 
 def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
@@ -120,10 +116,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
         self.preempted = False
-        self.bad_in_a_row, self.skipped_steps, self.spikes = 0, 0, 0
-        self.recent_losses: collections.deque[float] = collections.deque(
-            maxlen=cfg.train.spike_window
-        )
+        self.guard = StepGuard(cfg.train)
         self._resume()
         self.resume_writer = ResumeWriter(
             self.run_dir / "resume", cfg.checkpoint.keep, cfg.checkpoint.async_save
@@ -222,7 +215,7 @@ class Trainer:
             with dist.autocast(self.device, self.dtype):
                 _, loss = self.model(inputs, targets, segment_ids=self._segments(inputs))
             (loss / len(micro)).backward()
-            terms = self._extra_losses()
+            terms = extra_losses(self.model)
             extra += terms
             total += loss.detach() - terms.sum()  # logged loss: cross-entropy only
             for name, c in self.model.last_moe_counts.items():
@@ -240,66 +233,27 @@ class Trainer:
             "data_wait": data_wait,
             "skipped": False,
         }
-        if self._checks_each_step():
+        if self.guard.active:
             out["skipped"] = self._check_step(step, out, micro)
         if not out["skipped"]:
             self.optimizer.step()
-            self._update_router_bias(counts)
+            update_router_bias(self.model, counts)
         self.optimizer.zero_grad(set_to_none=True)
         return out
 
-    def _extra_losses(self) -> torch.Tensor:
-        """(z-loss, MoE aux loss, MoE z-loss) of the last forward, weighted, detached."""
-        m = self.model
-        return torch.stack(
-            [t.float() for t in (m.last_z_loss, m.last_moe_aux_loss, m.last_moe_z_loss)]
-        )
-
-    def _update_router_bias(self, counts: dict[str, torch.Tensor]) -> None:
-        """`moe.balance = "bias"`: nudge each router's selection bias toward uniform load,
-        from this step's assignment counts summed over all processes."""
-        moe = self.cfg.model.moe
-        if moe is None or moe.balance != "bias":
-            return
-        names = [name for name, _ in self.model.moe_layers()]
-        summed = dist.all_reduce_sum(torch.stack([counts[n] for n in names]).float())  # (L, E)
-        for (_, layer), layer_counts in zip(self.model.moe_layers(), summed, strict=True):
-            layer.update_bias(layer_counts)
-
-    def _routing(self, counts: dict[str, torch.Tensor], reduce: bool) -> dict[str, dict]:
-        """Per MoE layer: `routing_stats` of (E,) counts, summed over processes if `reduce`."""
-        if not counts:
-            return {}
-        names = sorted(counts, key=lambda n: int(n.split(".")[1]))
-        stacked = torch.stack([counts[n] for n in names]).float()  # (L, E)
-        if reduce:
-            stacked = dist.all_reduce_sum(stacked)
-        return {n: routing_stats(c) for n, c in zip(names, stacked.cpu(), strict=True)}
-
-    def _checks_each_step(self) -> bool:
-        return self.cfg.train.max_bad_steps > 0 or self.cfg.train.spike_factor > 0
-
     def _check_step(self, step: int, out: dict[str, Any], micro: list) -> bool:
-        """Before the update: True when the step must be skipped (non-finite loss or
-        gradient norm); records a loss spike. One host sync; the same answer everywhere."""
+        """Before the update: True when it must be skipped; records a loss spike. One host
+        sync; the same answer on every process."""
         values = torch.stack([out["loss"].float(), out["grad_norm"].float()])
         loss, norm = dist.all_reduce_mean(values).tolist()  # the norm is already global
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            if self.cfg.train.max_bad_steps > 0:
-                return True
-            return False  # unchecked: the log step reports it
-        factor, recent = self.cfg.train.spike_factor, self.recent_losses
-        if factor > 0 and len(recent) >= min(10, recent.maxlen or 1):
-            mean = sum(recent) / len(recent)
-            if loss > factor * mean:
-                self._record_spike(step, loss, mean, micro)
-        recent.append(loss)
-        return False
+        skip, spike_mean = self.guard.judge(loss, norm)
+        if spike_mean is not None:
+            self._record_spike(step, loss, spike_mean, micro)
+        return skip
 
     @torch.no_grad()
     def _record_spike(self, step: int, loss: float, mean: float, micro: list) -> None:
-        """Write RUN/spikes/step{step+1}.json: global batch `step`'s windows and the loss of
-        each of its sequences under the weights that produced the spike."""
+        """Write RUN/spikes/step{step+1}.json (`train.faults.spike_record`); a collective."""
         losses = []
         for inputs, targets in micro:
             with dist.autocast(self.device, self.dtype):
@@ -309,18 +263,10 @@ class Trainer:
             )
             losses.append(ce.view(targets.shape).mean(1))  # (B,)
         per_sequence = dist.all_gather_rows(torch.cat(losses)).tolist()  # global row order
-        self.spikes += 1
         if dist.is_rank0():
+            windows = self.batches.window_indices(step).tolist()
+            record = spike_record(step, loss, mean, self.guard.factor, windows, per_sequence)
             (self.run_dir / "spikes").mkdir(parents=True, exist_ok=True)
-            record = {
-                "step": step + 1,
-                "batch": step,
-                "loss": loss,
-                "running_mean": mean,
-                "spike_factor": self.cfg.train.spike_factor,
-                "windows": self.batches.window_indices(step).tolist(),
-                "sequence_losses": per_sequence,
-            }
             write_json_atomic(self.run_dir / "spikes" / f"step{step + 1}.json", record)
         dist.print0(f"loss spike at step {step + 1}: {loss:.4f} vs running mean {mean:.4f}")
 
@@ -353,7 +299,7 @@ class Trainer:
             with dist.autocast(self.device, self.dtype):
                 _, loss = self.model(inputs, rows[:, 1:], segment_ids=self._segments(inputs))
             weight = float(i < n)
-            ce = loss.float() - self._extra_losses().sum()  # cross-entropy only
+            ce = loss.float() - extra_losses(self.model).sum()  # cross-entropy only
             total += torch.stack([ce * weight, ce.new_tensor(weight)])
         total = dist.all_reduce_mean(total)  # the ratio of two means is the global mean
         return (total[0] / total[1]).item()
@@ -419,7 +365,7 @@ class Trainer:
         rows = self.val_batches[0].to(self.device)
         with dist.autocast(self.device, self.dtype):
             self.model(rows[:, :-1], rows[:, 1:], segment_ids=self._segments(rows[:, :-1]))
-        return self._routing(self.model.last_moe_counts, reduce=False)
+        return routing(self.model.last_moe_counts, reduce=False)
 
     def _parent_revision(self, step: int) -> str | None:
         """The latest revision published before `step` (None for the first one)."""
@@ -465,41 +411,33 @@ class Trainer:
             "data_wait_s": out["data_wait"],
             "batch_sha256": self._batch_digest(),  # of global batch step - 1
         }
-        if out["skipped"] or self.skipped_steps:
-            record |= {"skipped": out["skipped"], "skipped_steps": self.skipped_steps}
-        if self.spikes:
-            record["spikes"] = self.spikes
+        if out["skipped"] or self.guard.skipped_steps:
+            record |= {"skipped": out["skipped"], "skipped_steps": self.guard.skipped_steps}
+        if self.guard.spikes:
+            record["spikes"] = self.guard.spikes
         if self.cfg.model.z_loss > 0:
             record["z_loss"] = dist.all_reduce_mean(out["z_loss"]).item()
         if out["moe_counts"]:
             aux, z = dist.all_reduce_mean(out["moe_losses"].clone()).tolist()
             record |= {"moe_aux_loss": aux, "moe_z_loss": z}
-            record["moe"] = self._routing(out["moe_counts"], reduce=True)
+            record["moe"] = routing(out["moe_counts"], reduce=True)
         if self.device.type == "cuda":
             record["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return record
 
     def _count_skipped(self, step: int, out: dict[str, Any]) -> None:
-        if not out["skipped"]:
-            self.bad_in_a_row = 0
-            return
-        self.bad_in_a_row += 1
-        self.skipped_steps += 1
-        dist.print0(f"step {step}: non-finite loss or gradient norm, update skipped")
+        self.guard.count(out["skipped"])
+        if out["skipped"]:
+            dist.print0(f"step {step}: non-finite loss or gradient norm, update skipped")
 
     def _stop_if_diverged(self, step: int) -> None:
         """After `train.max_bad_steps` skipped steps in a row: a resume checkpoint (the
         weights of the last good step) and `RunStopped`."""
-        limit = self.cfg.train.max_bad_steps
-        if limit == 0 or self.bad_in_a_row < limit:
+        if not self.guard.diverged():
             return
         self._save_or_stop(step, force=True)
         self.resume_writer.wait()
-        raise RunStopped(
-            f"{limit} steps in a row had a non-finite loss or gradient norm (the last, "
-            f"step {step}); resume checkpoint step {step} holds the weights of the last "
-            f"good step. Lower optim.lr or raise train.grad_clip, then rerun to resume"
-        )
+        raise RunStopped(self.guard.divergence(step))
 
     def _save_or_stop(self, step: int, force: bool = False) -> None:
         """`maybe_checkpoint`, turning a failed write (disk full) into `RunStopped`."""
@@ -509,12 +447,7 @@ class Trainer:
             raise RunStopped(self._write_failed(self.run_dir / "resume", err)) from err
 
     def _write_failed(self, where: Path, err: OSError) -> str:
-        latest = latest_resume(self.run_dir / "resume")
-        kept = f"the last complete checkpoint, {latest}, is intact" if latest else "no checkpoint"
-        return (
-            f"{where}: writing failed ({err.strerror or err}); {kept}. "
-            "Free space and rerun the same command to resume"
-        )
+        return write_failed(where, err, latest_resume(self.run_dir / "resume"))
 
     def fit(self) -> None:
         cfg = self.cfg
