@@ -25,13 +25,7 @@ SMALL = {"eval_windows": 8, "mem_samples": 8, "quiet": True}
 STEPS = [0, 1, 2, 4, 8, 12]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls are fastest on one thread (and the test machine's cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

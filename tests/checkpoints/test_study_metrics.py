@@ -23,14 +23,7 @@ from tokenizer import Tokenizer, train_tokenizer
 from tokenizer.order import batch_window_indices
 from tokenizer.shards import TokenShards
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls are fastest on one thread (and the test machine's cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bpb_of_a_toy_case():

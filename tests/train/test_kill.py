@@ -132,7 +132,7 @@ def test_sigterm_through_launch_sh_exits_zero_with_a_checkpoint(
         if target == "launcher":
             os.kill(proc.pid, signal.SIGTERM)
         else:  # SLURM signals every process of the job step
-            subprocess.run(["pkill", "-TERM", "-f", f"run.name=term.*{tmp_path}"], check=False)
+            subprocess.run(["pkill", "-TERM", "-f", f"{tmp_path}.*run.name=term"], check=False)
             os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
     finally:

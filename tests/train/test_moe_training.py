@@ -78,9 +78,8 @@ def test_bias_balancing_trains_and_publishes_natively(tiny_dataset, tmp_path):
     trainer = Trainer(cfg)
     trainer.fit()
     biases = {name: layer.router.expert_bias.clone() for name, layer in trainer.model.moe_layers()}
-    for bias in biases.values():  # 12 updates of +-0.01 each, summing to zero over experts
-        assert bias.abs().max() > 0 and bias.abs().max() <= 12 * 0.01 + 1e-6
-        assert float(bias.sum()) == pytest.approx(0, abs=1e-5) or bias.abs().max() > 0
+    for bias in biases.values():  # 12 updates of +-0.01 (or 0) each
+        assert 0 < bias.abs().max() <= 12 * 0.01 + 1e-6
     rev = cfg.run_dir / "checkpoints" / "step12"
     meta = json.loads((rev / "strata.json").read_text())
     assert meta["weights_format"] == "strata" and "bias" in meta["hf_incompatible"]
