@@ -216,14 +216,19 @@ class MoE(nn.Module):
         return (ys * weights.unsqueeze(-1).to(ys.dtype)).sum(dim=1), dropped
 
     @torch.no_grad()
-    def update_bias(self, counts: torch.Tensor, rate: float | None = None) -> None:
+    def update_bias(
+        self, counts: torch.Tensor, rate: float | None = None, keep: torch.Tensor | None = None
+    ) -> None:
         """balance="bias": bias += rate * sign(mean(counts) - counts); counts (E,) summed
-        over micro-batches and ranks by the caller. rate defaults to moe.bias_update_rate."""
+        over micro-batches and ranks by the caller. rate defaults to moe.bias_update_rate;
+        `keep`, a () tensor, scales the change (0.0 skips it without a host sync)."""
         bias = self.router.expert_bias
         if bias is None:
             raise ValueError("MoE.update_bias needs ModelConfig.moe.balance='bias'")
         load = counts.detach().to(device=bias.device, dtype=torch.float32)  # (E,)
         step = (self.bias_update_rate if rate is None else rate) * torch.sign(load.mean() - load)
+        if keep is not None:
+            step = step * keep
         bias += step.to(bias.dtype)
 
 

@@ -69,6 +69,23 @@ def init_distributed(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    global _CPU_GROUP
+    _CPU_GROUP = tdist.new_group(backend="gloo") if device.type == "cuda" else None
+
+
+_CPU_GROUP = None  # a gloo group beside NCCL, for host-side agreement
+
+
+def agree_any(flag: bool) -> bool:
+    """True on every process when `flag` is True on any: a max all-reduce of a CPU tensor
+    over gloo, so the device queue is never waited on (every process must call it)."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized() or world_size() == 1:
+        return flag
+    value = torch.tensor([float(flag)])
+    tdist.all_reduce(value, op=tdist.ReduceOp.MAX, group=_CPU_GROUP)
+    return bool(value.item())
 
 
 def barrier() -> None:

@@ -36,12 +36,15 @@ def routing(counts: dict[str, torch.Tensor], reduce: bool) -> dict[str, dict]:
     return {n: routing_stats(c) for n, c in zip(names, stacked.cpu(), strict=True)}
 
 
-def update_router_bias(model: GPT, counts: dict[str, torch.Tensor]) -> None:
-    """Bias balancing after an update, from this step's counts summed over processes."""
+def update_router_bias(
+    model: GPT, counts: dict[str, torch.Tensor], keep: torch.Tensor | None = None
+) -> None:
+    """Bias balancing after an update, from this step's counts summed over processes;
+    `keep` () 0.0 cancels it on the device (a skipped step)."""
     moe = model.config.moe
     if moe is None or moe.balance != "bias":
         return
     layers = list(model.moe_layers())
     summed = dist.all_reduce_sum(torch.stack([counts[n] for n, _ in layers]).float())  # (L, E)
     for (_, layer), layer_counts in zip(layers, summed, strict=True):
-        layer.update_bias(layer_counts)
+        layer.update_bias(layer_counts, keep=keep)

@@ -14,6 +14,8 @@ import torch
 
 from train.config import OptimConfig
 
+FUSED_DEVICES = ("cpu", "cuda")
+
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Split parameters into a decayed group (matrices) and a non-decayed group."""
@@ -31,15 +33,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW, fused when every parameter lives on CUDA."""
+    """AdamW, fused (one kernel per parameter group, able to skip a step on the device
+    from a `found_inf` flag) when every parameter lives on CPU or CUDA."""
     groups = param_groups(model, cfg.weight_decay)
-    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    fused = all(p.device.type in FUSED_DEVICES for g in groups for p in g["params"])
     return torch.optim.AdamW(
         groups,
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
-        fused=True if on_cuda else None,
+        fused=True if fused else None,
     )
 
 

@@ -5,7 +5,8 @@ the signal, and launch.sh forwards the one it gets too, so a worker may see it t
 `kill -9` (or SIGINT) is the way to stop at once.
 
 All processes must stop at the same step, so under torchrun the flag is combined across
-processes (a max all-reduce of one value) before the trainer acts on it.
+processes (a max all-reduce of one value on the CPU, over gloo, so it never waits for
+the GPU) before the trainer acts on it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import signal
 import threading
 
-import torch
+from train import dist
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -39,13 +40,7 @@ class Preemption:
     def _handle(self, signum: int, frame: object) -> None:
         self.signal = signum
 
-    def requested(self, device: torch.device) -> bool:
-        """True on every process when any process was signalled."""
-        import torch.distributed as tdist
-
-        flag = self.signal is not None
-        if tdist.is_initialized() and tdist.get_world_size() > 1:
-            value = torch.tensor([float(flag)], device=device)
-            tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
-            flag = bool(value.item())
-        return flag
+    def requested(self) -> bool:
+        """True on every process when any process was signalled (a host-side all-reduce:
+        no wait on the device)."""
+        return dist.agree_any(self.signal is not None)

@@ -82,12 +82,14 @@ class TrainConfig:
     """Deterministic algorithms (`torch.use_deterministic_algorithms`): CPU runs are bitwise
     reproducible; on GPU see docs/reliability.md for what stays nondeterministic."""
     max_bad_steps: int = 5
-    """A step whose loss or gradient norm is NaN/Inf is skipped (no update) and logged; after
-    this many in a row the run stops with a resume checkpoint of the last good state. 0 turns
-    the check off (it reads two scalars back from the device every step)."""
+    """A step whose loss or gradient norm is NaN/Inf is skipped on the device (the fused
+    AdamW kernel leaves the state as it was) and counted; after this many in a row the run
+    stops at the next log step with a resume checkpoint. 0 turns skipping off (a non-finite
+    logged loss then stops the run)."""
     spike_factor: float = 0.0
     """Record a loss spike (batch indices and per-sequence losses in RUN/spikes/) when a
-    step's loss exceeds this multiple of the mean of the last `spike_window` losses; 0 = off."""
+    step's loss exceeds this multiple of the mean of the last `spike_window` losses; 0 = off.
+    On, it reads the loss back from the device every step (a host sync)."""
     spike_window: int = 50
     """Steps in the running mean that `spike_factor` compares against."""
 

@@ -7,15 +7,17 @@ N into N + 1 trains on global batch N, so published revision `stepN` has seen ba
 step and the data order a pure function of (dataset, seed, seq_len, global batch, step),
 so a resumed run continues exactly where the checkpoint left off.
 
-Losses and norms stay on the device inside a step; they are read back (one host sync)
-only at log, eval and publication steps, and, while the bad-step check is on
-(`train.max_bad_steps > 0`, or `train.spike_factor > 0`), once per step as two scalars.
+No host sync inside a step: losses, norms, the bad-step flag and MoE counts stay on the
+device and are read back only at log, eval and publication steps (and every step while
+`train.spike_factor > 0`); preemption is agreed on with a CPU all-reduce
+(tests/train/test_no_sync.py).
 
 Faults (`train/faults.py`): a step whose global loss or gradient norm is NaN/Inf is
-skipped (gradients dropped, no update); `train.max_bad_steps` in a row stop the run with a
-resume checkpoint (the weights of the last good step) and `RunStopped`. Loss spikes are
-recorded in `RUN/spikes/` before the update. A failed checkpoint or publication write
-(disk full) stops the run with `RunStopped`; the previous checkpoint is untouched.
+skipped on the device (the fused AdamW kernel reads a `found_inf` flag); a run of
+`train.max_bad_steps` in a row stops the run at the next log step with a resume
+checkpoint and `RunStopped`. Loss spikes are recorded in `RUN/spikes/` before the
+update. A failed checkpoint or publication write (disk full) stops the run with
+`RunStopped`; the previous checkpoint is untouched.
 MoE measurements (router losses, routing statistics, bias balancing) are in
 `train/moe_stats.py`.
 
@@ -55,7 +57,7 @@ from tokenizer import Tokenizer, TokenShards, row_digests
 from train import dist
 from train.config import Config, ConfigError, TrainConfig, dump_toml
 from train.data import TrainBatches, validation_batches
-from train.faults import RunStopped, StepGuard, spike_record, write_failed
+from train.faults import GuardReading, RunStopped, StepGuard, spike_record, write_failed
 from train.materialize import materialize
 from train.metrics import MetricsLogger, peak_flops
 from train.moe_stats import extra_losses, routing, update_router_bias
@@ -116,7 +118,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
         self.preempted = False
-        self.guard = StepGuard(cfg.train)
+        self.guard = StepGuard(cfg.train, self.device)
         self._resume()
         self.resume_writer = ResumeWriter(
             self.run_dir / "resume", cfg.checkpoint.keep, cfg.checkpoint.async_save
@@ -231,25 +233,35 @@ class Trainer:
             "moe_counts": counts,
             "grad_norm": grad_norm,
             "data_wait": data_wait,
-            "skipped": False,
         }
-        if self.guard.active:
-            out["skipped"] = self._check_step(step, out, micro)
-        if not out["skipped"]:
-            self.optimizer.step()
-            update_router_bias(self.model, counts)
+        if self.guard.factor > 0:
+            self._check_spike(step, out, micro)
+        found_inf = self.guard.found_inf(out["loss"], grad_norm, step) if self.guard.skips else None
+        self._update(found_inf, counts)
         self.optimizer.zero_grad(set_to_none=True)
         return out
 
-    def _check_step(self, step: int, out: dict[str, Any], micro: list) -> bool:
-        """Before the update: True when it must be skipped; records a loss spike. One host
-        sync; the same answer on every process."""
-        values = torch.stack([out["loss"].float(), out["grad_norm"].float()])
-        loss, norm = dist.all_reduce_mean(values).tolist()  # the norm is already global
-        skip, spike_mean = self.guard.judge(loss, norm)
+    def _update(self, found_inf: torch.Tensor | None, counts: dict[str, torch.Tensor]) -> None:
+        """The AdamW update, skipped on the device when `found_inf` is 1 (the fused kernel
+        reads it and leaves weights, moments and step counts as they were)."""
+        if found_inf is None:
+            self.optimizer.step()
+            update_router_bias(self.model, counts)
+        elif self.optimizer.defaults.get("fused"):
+            self.optimizer.found_inf = found_inf
+            self.optimizer.step()
+            update_router_bias(self.model, counts, keep=1 - found_inf)
+        elif not found_inf.item():  # no fused kernel for these parameters: one host sync
+            self.optimizer.step()
+            update_router_bias(self.model, counts)
+
+    def _check_spike(self, step: int, out: dict[str, Any], micro: list) -> None:
+        """`train.spike_factor > 0`: before the update, compare the global loss with the
+        running mean and record a spike (one host sync per step)."""
+        loss = dist.all_reduce_mean(out["loss"].clone()).item()
+        spike_mean = self.guard.spike(loss)
         if spike_mean is not None:
             self._record_spike(step, loss, spike_mean, micro)
-        return skip
 
     @torch.no_grad()
     def _record_spike(self, step: int, loss: float, mean: float, micro: list) -> None:
@@ -395,7 +407,9 @@ class Trainer:
         rows = dist.all_gather_rows(local.to(self.device)).cpu()  # (global_batch, 32)
         return hashlib.sha256(rows.numpy().tobytes()).hexdigest()
 
-    def _record(self, step: int, out: dict[str, Any], elapsed: float, steps: int) -> dict:
+    def _record(
+        self, step: int, out: dict[str, Any], elapsed: float, steps: int, reading: Any
+    ) -> dict:
         tokens_per_s = steps * self.tokens_per_step / max(elapsed, 1e-9)
         mfu = self.flops_per_token * tokens_per_s / self.peak if self.peak else None
         loss = dist.all_reduce_mean(out["loss"]).item()
@@ -411,8 +425,8 @@ class Trainer:
             "data_wait_s": out["data_wait"],
             "batch_sha256": self._batch_digest(),  # of global batch step - 1
         }
-        if out["skipped"] or self.guard.skipped_steps:
-            record |= {"skipped": out["skipped"], "skipped_steps": self.guard.skipped_steps}
+        if reading is not None and reading.skipped_steps:
+            record |= {"skipped": reading.last_skipped, "skipped_steps": reading.skipped_steps}
         if self.guard.spikes:
             record["spikes"] = self.guard.spikes
         if self.cfg.model.z_loss > 0:
@@ -425,19 +439,26 @@ class Trainer:
             record["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return record
 
-    def _count_skipped(self, step: int, out: dict[str, Any]) -> None:
-        self.guard.count(out["skipped"])
-        if out["skipped"]:
-            dist.print0(f"step {step}: non-finite loss or gradient norm, update skipped")
+    def _read_guard(self, step: int, since: int) -> GuardReading | None:
+        """At a log step: the bad-step counters (a host sync) and a line about steps
+        skipped since the last log step."""
+        if not self.guard.skips:
+            return None
+        reading = self.guard.read()
+        if reading.new_skips:
+            dist.print0(
+                f"steps {since + 1}-{step}: {reading.new_skips} updates skipped "
+                "(non-finite loss or gradient norm)"
+            )
+        return reading
 
-    def _stop_if_diverged(self, step: int) -> None:
-        """After `train.max_bad_steps` skipped steps in a row: a resume checkpoint (the
-        weights of the last good step) and `RunStopped`."""
-        if not self.guard.diverged():
+    def _stop_if_diverged(self, step: int, reading: GuardReading | None) -> None:
+        """Once `train.max_bad_steps` came in a row: a resume checkpoint, `RunStopped`."""
+        if reading is None or not reading.diverged_at:
             return
         self._save_or_stop(step, force=True)
         self.resume_writer.wait()
-        raise RunStopped(self.guard.divergence(step))
+        raise RunStopped(self.guard.divergence(reading.diverged_at, step))
 
     def _save_or_stop(self, step: int, force: bool = False) -> None:
         """`maybe_checkpoint`, turning a failed write (disk full) into `RunStopped`."""
@@ -459,7 +480,6 @@ class Trainer:
             while step < cfg.train.max_steps:
                 out = self.train_step(step)
                 step += 1
-                self._count_skipped(step, out)
                 self.logger.advance()
                 t_side = time.perf_counter()  # eval and publication are not training time
                 val_loss = None
@@ -467,7 +487,8 @@ class Trainer:
                     val_loss = self.evaluate()
                 loss = None
                 if step % cfg.log.every == 0 or step == cfg.train.max_steps or val_loss:
-                    record = self._record(step, out, t_side - t_last, step - last_log)
+                    reading = self._read_guard(step, last_log)
+                    record = self._record(step, out, t_side - t_last, step - last_log, reading)
                     record["val_loss"] = val_loss
                     self.logger.log(record)
                     loss, last_log, t_last = record["loss"], step, t_side
@@ -476,7 +497,7 @@ class Trainer:
                             f"the loss is not finite at step {step} (train.max_bad_steps = 0: "
                             "bad steps are not skipped); rerun to resume from the last checkpoint"
                         )
-                self._stop_if_diverged(step)
+                    self._stop_if_diverged(step, reading)
                 if step in self.publish_at:
                     if loss is None:  # every process takes part in the reduction
                         loss = _finite_or_none(dist.all_reduce_mean(out["loss"]).item())
@@ -485,7 +506,7 @@ class Trainer:
                     except OSError as err:
                         where = self.run_dir / "checkpoints" / f"step{step}"
                         raise RunStopped(self._write_failed(where, err)) from err
-                stop = preemption.requested(self.device)
+                stop = preemption.requested()
                 self._save_or_stop(step, force=stop)
                 t_last += time.perf_counter() - t_side
                 if stop:

@@ -83,6 +83,31 @@ def test_nan_steps_are_skipped_then_stop(tiny_config, monkeypatch):
     assert resumed.step == 12 and same(weights(resumed.model), seen[9])
 
 
+def test_a_bad_run_between_log_steps_stops_at_the_next_one(tiny_config, monkeypatch):
+    """The counters are read at log steps only: the run stops at the first one after
+    max_bad_steps in a row, even when later steps were good."""
+    cfg = tiny_config(
+        **{
+            "run.name": "bad5",
+            "train.max_bad_steps": 3,
+            "train.max_steps": 20,
+            "log.every": 5,
+            "train.eval_every": 0,
+        }
+    )
+    trainer = Trainer(cfg)
+    inject(trainer, monkeypatch, {6, 7, 8}, lambda loss: loss * float("inf"))
+    with pytest.raises(RunStopped, match=r"steps 7 to 9; skipped, no update\); stopped at step 10"):
+        trainer.fit()
+    records = read_metrics(cfg.run_dir)
+    assert [r["step"] for r in records] == [5, 10]
+    assert "skipped_steps" not in records[0]
+    assert records[1]["skipped_steps"] == 3 and not records[1]["skipped"]
+    assert latest_resume(cfg.run_dir / "resume").name == "step-00000010"
+    state = trainer.optimizer.state[next(iter(trainer.model.parameters()))]
+    assert int(state["step"]) == 7  # 10 steps, 3 skipped: AdamW's own count agrees
+
+
 def test_loss_spikes_are_recorded(tiny_config, monkeypatch):
     cfg = tiny_config(**{"run.name": "spike", "train.spike_factor": 2.0, "train.max_steps": 16})
     trainer = Trainer(cfg)
