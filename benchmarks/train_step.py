@@ -6,9 +6,9 @@
 
 Both models have the same shape (the preset, Llama family) and the same weights
 (Strata's initialisation, exported with `checkpoints.hf`), train on the same batch
-with the same AdamW settings, in the same process and thread count. They run
-alternately, `--steps` timed steps each per round, so that machine noise hits both
-alike; a step is forward + loss + backward + AdamW + zero_grad. Prints tokens/s per
+with the same fused AdamW (each side's default on torch >= 2.8), in the same process
+and thread count. They run alternately, `--steps` timed steps each per round, so that
+machine noise hits both alike; a step is forward + loss + backward + AdamW + zero_grad. Prints tokens/s per
 round, the medians, their ratio (Strata / transformers) and, with a peak FLOP/s known
 for the device (`--peak-tflops` or the trainer's table), MFU.
 """
@@ -46,7 +46,8 @@ def build_pair(config: ModelConfig, device: str) -> tuple[torch.nn.Module, torch
 
 def step_fn(model: torch.nn.Module, hf: bool, batch: torch.Tensor, dtype: torch.dtype):
     """One training step closure: forward, loss, backward, AdamW, zero_grad."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=batch.is_cuda or None)
+    # fused on both sides: Strata's optimizer and transformers' default (adamw_torch_fused)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     inputs, targets = batch[:, :-1], batch[:, 1:]
     autocast = torch.autocast(batch.device.type, dtype, enabled=dtype != torch.float32)
 

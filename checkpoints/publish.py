@@ -22,12 +22,17 @@ A sharded (FSDP2, DTensor) model is gathered tensor by tensor: every process wal
 full tensor on the device and only rank 0 holds the CPU weights safetensors writes.
 Publishing is therefore a collective: every process calls `publish_revision` /
 `write_revision`, rank 0 writes the files and the others return None.
+
+`Publisher(background=True)` (the trainer's default, `publish.async`) blocks training
+only for that gathering into CPU memory: rank 0 writes, hashes and renames the folder
+from a thread while training goes on, never two in flight.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +103,17 @@ def write_revision(
     state = _cpu_state_dict(model)
     if not _rank0():
         return None
+    return write_revision_files(out, state, config, tokenizer, info)
+
+
+def write_revision_files(
+    out: Path,
+    state: dict[str, torch.Tensor],
+    config: ModelConfig,
+    tokenizer: Tokenizer | None,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """The files of a revision from full CPU weights (our names); returns strata.json."""
     out.mkdir(parents=True)
     reason = hf_incompatibility(config)
     if reason is None:
@@ -121,6 +137,78 @@ def write_revision(
     return meta
 
 
+class Publisher:
+    """Publishes revisions into `checkpoints_dir`, writing files in the background or not.
+
+    `publish` gathers the weights to CPU copies on rank 0 (a collective; training waits
+    for this part only). With `background=True`, rank 0 then writes the files, hashes
+    them, renames the folder into place and updates the manifest from a thread while
+    training goes on. Never two in flight: `publish` and `wait()` first complete the
+    previous one, and a write error (disk full) is raised there, the half-written
+    folder removed and the manifest untouched.
+    """
+
+    def __init__(self, checkpoints_dir: str | Path, background: bool = False) -> None:
+        self.root, self.background = Path(checkpoints_dir), background
+        self._pool = ThreadPoolExecutor(1, "publish") if background else None
+        self.pending: tuple[int, Future] | None = None  # (step, write), rank 0 only
+
+    def publish(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        config: ModelConfig,
+        tokenizer: Tokenizer | None,
+        info: dict[str, Any],
+    ) -> Path:
+        """Start (or, when not in the background, complete) revision `step{step}`."""
+        self.wait()
+        root, final = self.root, self.root / f"step{step}"
+        tmp = root / f".step{step}.tmp"
+        if _rank0():
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            for stale in root.glob("step*.old-*"):  # left by a kill inside replace_dir
+                shutil.rmtree(stale, ignore_errors=True)
+        info = {"revision": final.name, "step": step, **info}
+        state = _cpu_state_dict(model)  # a collective; rank 0's copies
+        if _rank0():
+            args = (tmp, final, state, config, tokenizer, info)
+            if self._pool is not None:
+                self.pending = (step, self._pool.submit(self._write, *args))
+            else:
+                self._write(*args)
+        if dist.is_initialized() and self._pool is None:
+            dist.barrier()
+        return final
+
+    def wait(self, before: int | None = None) -> None:
+        """Complete the write in flight (only one of a step < `before`, when given);
+        re-raises its error."""
+        if self.pending is None or (before is not None and self.pending[0] >= before):
+            return
+        _, write = self.pending
+        self.pending = None
+        write.result()
+
+    def close(self) -> None:
+        """Complete the write in flight and stop the thread."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+
+    def _write(self, tmp: Path, final: Path, state: dict, *args: Any) -> None:
+        try:
+            meta = write_revision_files(tmp, state, *args)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves nothing behind
+            raise
+        replace_dir(tmp, final)
+        update_manifest(self.root, meta)
+
+
 def publish_revision(
     checkpoints_dir: str | Path,
     step: int,
@@ -134,27 +222,7 @@ def publish_revision(
     A collective under torchrun: every process calls it, rank 0 writes, and all return
     once the revision is in place.
     """
-    root = Path(checkpoints_dir)
-    final = root / f"step{step}"
-    tmp = root / f".step{step}.tmp"
-    if _rank0():
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        for stale in root.glob("step*.old-*"):  # left by a kill inside replace_dir
-            shutil.rmtree(stale, ignore_errors=True)
-    info = {"revision": final.name, "step": step, **info}
-    try:
-        meta = write_revision(tmp, model, config, tokenizer, info)
-    except BaseException:
-        if _rank0():  # a failed write (disk full) leaves nothing behind
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if meta is not None:
-        replace_dir(tmp, final)
-        update_manifest(root, meta)
-    if dist.is_initialized():
-        dist.barrier()
-    return final
+    return Publisher(checkpoints_dir).publish(step, model, config, tokenizer, info)
 
 
 def read_manifest(checkpoints_dir: str | Path) -> dict[str, Any]:

@@ -125,8 +125,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
-# Keys that are Python keywords, spelled as such in TOML: `checkpoint.async`.
-ALIASES = {("checkpoint", "async"): "async_save"}
+# Keys that are Python keywords, spelled as such in TOML: `checkpoint.async`, `publish.async`.
+ALIASES = {("checkpoint", "async"): "async_save", ("publish", "async"): "async_write"}
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:

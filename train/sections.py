@@ -206,6 +206,10 @@ class PublishConfig:
     """Additional steps to publish."""
     log_spaced: bool = True
     """Publish the powers of two below `every` (Pythia's early log-spaced revisions)."""
+    async_write: bool = True
+    """(Also spelled `async`.) Training waits only while the weights are gathered into CPU
+    memory; rank 0 writes, hashes and renames the revision from a thread. Never two in
+    flight; a resume checkpoint of a later step waits for it."""
 
     def __post_init__(self) -> None:
         _check(self.every > 0, "publish.every", "a positive integer", self.every)

@@ -30,6 +30,7 @@ values, the same whatever the number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -43,12 +44,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from checkpoints.files import sha256_file, write_json_atomic
-from checkpoints.publish import (
-    hf_incompatibility,
-    publish_revision,
-    read_manifest,
-    update_manifest,
-)
+from checkpoints.publish import Publisher, hf_incompatibility, read_manifest, update_manifest
 from checkpoints.resume import ResumeWriter, latest_resume, load_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
@@ -124,6 +120,7 @@ class Trainer:
             self.run_dir / "resume", cfg.checkpoint.keep, cfg.checkpoint.async_save
         )
         self._write_run_files()
+        self.publisher = Publisher(self.run_dir / "checkpoints", cfg.publish.async_write)
         self.publish_at = set(
             publish_steps(
                 cfg.train.max_steps,
@@ -319,6 +316,7 @@ class Trainer:
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
         every = self.cfg.checkpoint.every
         if force or step % every == 0 or step == self.cfg.train.max_steps:
+            self._wait_publication(before=step)  # revisions up to `latest` are complete
             self.resume_writer.save(
                 step,
                 self.model,
@@ -331,6 +329,7 @@ class Trainer:
         evaluation and the gathering of the sharded weights are collectives; rank 0 writes."""
         if step not in self.publish_at:
             return
+        self._wait_publication()  # the manifest lists every earlier revision
         if self._already_published(step):
             return
         if val_loss is None:
@@ -345,14 +344,7 @@ class Trainer:
         }
         if self.cfg.model.moe is not None:
             info["moe_routing"] = self._validation_routing()
-        publish_revision(
-            self.run_dir / "checkpoints",
-            step,
-            self.model,
-            self.cfg.model,
-            self.tokenizer,
-            info,
-        )
+        self.publisher.publish(step, self.model, self.cfg.model, self.tokenizer, info)
 
     def _already_published(self, step: int) -> bool:
         """Published revisions are immutable: after a resume, a revision that is already
@@ -467,6 +459,15 @@ class Trainer:
         except OSError as err:
             raise RunStopped(self._write_failed(self.run_dir / "resume", err)) from err
 
+    def _wait_publication(self, before: int | None = None) -> None:
+        """`Publisher.wait`, turning a failed background write into `RunStopped`."""
+        pending = self.publisher.pending
+        try:
+            self.publisher.wait(before)
+        except OSError as err:
+            where = self.run_dir / "checkpoints" / f"step{pending[0] if pending else '?'}"
+            raise RunStopped(self._write_failed(where, err)) from err
+
     def _write_failed(self, where: Path, err: OSError) -> str:
         return write_failed(where, err, latest_resume(self.run_dir / "resume"))
 
@@ -520,7 +521,10 @@ class Trainer:
                 self.resume_writer.wait()
             except OSError as err:
                 raise RunStopped(self._write_failed(self.run_dir / "resume", err)) from err
+            self._wait_publication()
         finally:
+            with contextlib.suppress(OSError):  # already raised, or another error is
+                self.publisher.close()  # rank 0's thread: no collective
             if dist.world_size() == 1:  # an error on one rank must not wait on the others
                 self.resume_writer.wait()
             preemption.uninstall()
