@@ -30,7 +30,7 @@ def random_segments(batch: int, seq_len: int, doc_len: int, device: str) -> torc
 
 def time_call(fn, iters: int, device: str) -> float:
     """Median milliseconds of fn() after two warm-up calls."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     for i in range(iters + 2):
         sync()

@@ -5,12 +5,12 @@
         --dtype bf16 --batch 16 --seq-len 1024 --compile
 
 Both models have the same shape (the preset, Llama family) and the same weights
-(Strata's initialisation, exported with `checkpoints.hf`), train on the same batch
+(Strata's initialisation, exported with `checkpoints.hf_weights`), train on the same batch
 with the same fused AdamW (each side's default on torch >= 2.8), in the same process
 and thread count. They run alternately, `--steps` timed steps each per round, so that
-machine noise hits both alike; a step is forward + loss + backward + AdamW + zero_grad. Prints tokens/s per
-round, the medians, their ratio (Strata / transformers) and, with a peak FLOP/s known
-for the device (`--peak-tflops` or the trainer's table), MFU.
+machine noise hits both alike; a step is forward + loss + backward + AdamW + zero_grad.
+Prints tokens/s per round, the medians, their ratio (Strata / transformers) and, with
+a peak FLOP/s known for the device (`--peak-tflops` or the trainer's table), MFU.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from checkpoints.hf import hf_config, to_hf_state_dict
+from checkpoints.hf import hf_config
+from checkpoints.hf_weights import to_hf_state_dict
 from model import GPT, ModelConfig
 from train.metrics import peak_flops
 
@@ -68,7 +69,7 @@ def step_fn(model: torch.nn.Module, hf: bool, batch: torch.Tensor, dtype: torch.
 
 
 def timed(step, n: int, device: str) -> float:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     for _ in range(n):

@@ -31,7 +31,8 @@ import torch
 from safetensors.torch import load_file
 
 from checkpoints import safe_dcp
-from checkpoints.hf import config_from_hf, from_hf_state_dict
+from checkpoints.hf import config_from_hf
+from checkpoints.hf_weights import from_hf_state_dict
 from checkpoints.load import load, read_metadata
 from checkpoints.publish import hf_incompatibility, write_revision
 from checkpoints.resume import latest_resume

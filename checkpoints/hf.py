@@ -1,4 +1,6 @@
-"""Map our `GPT` to and from Hugging Face: Llama, GPT-NeoX (Pythia), OLMo 2 and OLMoE.
+"""Map our `GPT` configs to and from Hugging Face: Llama, GPT-NeoX (Pythia), OLMo 2 and
+OLMoE (`hf_config`, `config_from_hf`, `check_hf_compatible`); the weights' names and
+layouts are mapped by `checkpoints/hf_weights.py` from the same family records.
 
 Design choices:
 - Pure functions over dicts and tensors: no file I/O and no `transformers` import,
@@ -38,11 +40,8 @@ Design choices:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
-
-import torch
 
 from model import ModelConfig
 
@@ -301,129 +300,3 @@ def config_from_hf(hf: dict[str, Any], *, vocab_size: int | None = None) -> Mode
             f"expected the HF vocab_size {hf_vocab}"
         )
     return config
-
-
-def _names(config: ModelConfig) -> list[tuple[tuple[str, ...], str]]:
-    """(our state_dict names, HF name) for every weight; several ours = a fused q/k/v."""
-    fam = check_hf_compatible(config)
-    embed, final_norm, head = fam.top
-    norm_p = ("weight", "bias") if config.norm_bias else ("weight",)
-    lin_p = ("weight", "bias") if config.bias else ("weight",)
-    pairs = [(("tok_embeddings.weight",), f"{embed}.weight")]
-    for i in range(config.n_layers):
-        ours, theirs = f"layers.{i}.", fam.layer_prefix.format(i=i)
-        pairs += [((f"{ours}{o}.{p}",), f"{theirs}{t}.{p}") for o, t in fam.norms for p in norm_p]
-        if fam.fused_qkv:
-            for p in lin_p:
-                qkv = tuple(f"{ours}attn.{w}.{p}" for w in ("wq", "wk", "wv"))
-                pairs.append((qkv, f"{theirs}{fam.fused_qkv}.{p}"))
-        pairs += [((f"{ours}{o}.{p}",), f"{theirs}{t}.{p}") for o, t in fam.linears for p in lin_p]
-    pairs += [((f"norm.{p}",), f"{final_norm}.{p}") for p in norm_p]
-    pairs.append((("lm_head.weight",), f"{head}.weight"))
-    return pairs
-
-
-def _fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(H*D, ...) x 3 -> (3*H*D, ...) with rows ordered (head, q/k/v, dim) as in GPT-NeoX."""
-    parts = [t.reshape(n_heads, -1, *t.shape[1:]) for t in (q, k, v)]  # (H, D, ...)
-    return torch.stack(parts, dim=1).reshape(3 * q.shape[0], *q.shape[1:])  # (H, 3, D, ...)
-
-
-def _split_qkv(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, ...]:
-    """Inverse of `_fuse_qkv`: (3*H*D, ...) -> q, k, v, each (H*D, ...), contiguous."""
-    rows = qkv.shape[0] // 3
-    per_head = qkv.reshape(n_heads, 3, -1, *qkv.shape[1:])  # (H, 3, D, ...)
-    return tuple(t.reshape(rows, *qkv.shape[1:]).contiguous() for t in per_head.unbind(1))
-
-
-def _check_keys(given: set[str], expected: set[str], where: str) -> None:
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
-    if missing or unexpected:
-        raise KeyError(f"{where}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-
-
-def to_hf_state_dict(
-    state_dict: dict[str, torch.Tensor], config: ModelConfig
-) -> dict[str, torch.Tensor]:
-    """Our `GPT.state_dict()` -> the family's HF names (contiguous; output omitted when tied)."""
-    pairs = _names(config)
-    optional = {"lm_head.weight"} if config.tie_embeddings else set()
-    expected = {name for ours, _ in pairs for name in ours}
-    expected |= {ours + w for ours, _ in _expert_layers(config) for w, _ in _EXPERTS}
-    _check_keys(set(state_dict) | optional, expected, "to_hf_state_dict")
-    out = {}
-    for ours, theirs in pairs:
-        if ours[0] in optional:
-            continue
-        tensors = [state_dict[name].detach() for name in ours]
-        out[theirs] = _fuse_qkv(*tensors, config.n_heads) if len(ours) == 3 else tensors[0]
-        out[theirs] = out[theirs].contiguous()
-    return out | _experts_to_hf(state_dict, config)
-
-
-def _expert_layers(config: ModelConfig) -> list[tuple[str, str]]:
-    """(our prefix, HF prefix) of each layer's experts; none unless the family has them."""
-    fam = FAMILIES[config.family]
-    if not fam.experts:
-        return []
-    return [(f"layers.{i}.mlp.experts.", f"{fam.layer_prefix.format(i=i)}mlp.experts.")
-            for i in range(config.n_layers)]  # fmt: skip
-
-
-def _experts_to_hf(state_dict: dict[str, torch.Tensor], config: ModelConfig):
-    """Stacked w1 / w3 (E, d, d_ff), w2 (E, d_ff, d) -> per-expert HF (out, in) weights."""
-    out = {}
-    for ours, theirs in _expert_layers(config):
-        for w, proj in _EXPERTS:
-            for j, t in enumerate(state_dict[ours + w].detach().unbind(0)):
-                out[f"{theirs}{j}.{proj}.weight"] = t.T.contiguous()
-    return out
-
-
-def _pop(hf_sd: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-    if name not in hf_sd:
-        raise KeyError(f"from_hf_state_dict: missing keys [{name!r}]")
-    return hf_sd.pop(name)
-
-
-def _experts_from_hf(hf_sd: dict[str, torch.Tensor], config: ModelConfig):
-    """Pops each layer's experts from hf_sd, per-expert (as published) or fused (as
-    transformers 5 holds them), and returns our stacked w1, w3, w2."""
-    out = {}
-    for ours, theirs in _expert_layers(config):
-        E, d_ff = config.moe.num_experts, config.moe.d_ff_expert
-        if f"{theirs}gate_up_proj" in hf_sd:
-            gate_up = _pop(hf_sd, f"{theirs}gate_up_proj")  # (E, 2 * d_ff, d)
-            hf = {"w1": gate_up[:, :d_ff], "w3": gate_up[:, d_ff:],
-                  "w2": _pop(hf_sd, f"{theirs}down_proj")}  # (E, d, d_ff)  # fmt: skip
-        else:
-            hf = {w: torch.stack([_pop(hf_sd, f"{theirs}{j}.{proj}.weight") for j in range(E)])
-                  for w, proj in _EXPERTS}  # fmt: skip
-        out.update({ours + w: t.transpose(1, 2).contiguous() for w, t in hf.items()})
-    return out
-
-
-# HF buffers that some versions keep in the state_dict; recomputed, never loaded.
-_BUFFERS = re.compile(r"rotary_emb\.|\.attention\.(bias|masked_bias)$")
-
-
-def from_hf_state_dict(
-    hf_state_dict: dict[str, torch.Tensor], config: ModelConfig
-) -> dict[str, torch.Tensor]:
-    """HF weights -> a state_dict `GPT(config).load_state_dict` accepts (strict)."""
-    pairs = _names(config)
-    hf_sd = {k: v for k, v in hf_state_dict.items() if not _BUFFERS.search(k)}
-    head = pairs[-1][1]
-    if head not in hf_sd and "lm_head.weight" in hf_sd:  # GPT-NeoX under transformers 5
-        hf_sd[head] = hf_sd.pop("lm_head.weight")
-    optional = {head} if config.tie_embeddings else set()
-    out = _experts_from_hf(hf_sd, config)
-    _check_keys(set(hf_sd) | optional, {theirs for _, theirs in pairs}, "from_hf_state_dict")
-    for ours, theirs in pairs:
-        if theirs not in hf_sd:
-            continue
-        parts = _split_qkv(hf_sd[theirs], config.n_heads) if len(ours) == 3 else (hf_sd[theirs],)
-        out.update({name: t.contiguous() for name, t in zip(ours, parts, strict=True)})
-    if config.tie_embeddings:
-        out["lm_head.weight"] = out["tok_embeddings.weight"]
-    return out

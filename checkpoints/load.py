@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file
 
 from checkpoints.files import sha256_file
-from checkpoints.hf import config_from_hf, from_hf_state_dict
+from checkpoints.hf import config_from_hf
+from checkpoints.hf_weights import from_hf_state_dict
 from model import GPT, ModelConfig
 
 PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")

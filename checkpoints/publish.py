@@ -42,7 +42,8 @@ from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
-from checkpoints.hf import check_hf_compatible, hf_config, to_hf_state_dict
+from checkpoints.hf import check_hf_compatible, hf_config
+from checkpoints.hf_weights import to_hf_state_dict
 from model import ModelConfig
 from tokenizer import Tokenizer
 

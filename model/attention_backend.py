@@ -87,6 +87,20 @@ def segment_boundaries(segment_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     return cu_seqlens, int(cu_seqlens.diff().max())
 
 
+_LAST_BOUNDARIES: list = []  # [(segment_ids, its _version, segment_boundaries(...))]
+
+
+def _boundaries_of(segment_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """`segment_boundaries`, computed once per batch: every layer of a forward passes the
+    same segment_ids tensor, so the host sync happens once, not once per layer."""
+    last = _LAST_BOUNDARIES[0] if _LAST_BOUNDARIES else None
+    if last is not None and last[0] is segment_ids and last[1] == segment_ids._version:
+        return last[2]
+    result = segment_boundaries(segment_ids)
+    _LAST_BOUNDARIES[:] = [(segment_ids, segment_ids._version, result)]
+    return result
+
+
 def document_mask(segment_ids: torch.Tensor, causal: bool) -> torch.Tensor:
     """(B, 1, T, T) bool: query t may attend to key s (same document, and s <= t if causal)."""
     doc = document_starts(segment_ids).cumsum(dim=1)  # (B, T) run index per row
@@ -144,7 +158,7 @@ def _flash(
         )
         return out.transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
     B, H, T, D = q.shape
-    cu_seqlens, max_seqlen = segment_boundaries(segment_ids.to(q.device))
+    cu_seqlens, max_seqlen = _boundaries_of(segment_ids.to(q.device))
     q, k, v = (x.transpose(1, 2).reshape(B * T, x.size(1), D) for x in (q, k, v))  # (B*T, h, D)
     out = fa.flash_attn_varlen_func(
         q,

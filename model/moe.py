@@ -10,7 +10,7 @@ Design choices:
   (E, d_model, d_ff_expert), and `w2` (down, the output projection), (E, d_ff_expert,
   d_model), so `x @ w[e]` needs no transpose and FSDP2 shards them along the expert
   dimension like any other parameter. Hugging Face's per-expert `gate_proj` / `up_proj`
-  / `down_proj` weights are `w[e].T` (checkpoints/hf.py).
+  / `down_proj` weights are `w[e].T` (checkpoints/hf_weights.py).
 - Dispatch: the N * k token-assignments are sorted by expert (a stable sort, so every
   expert sees its tokens in token order), pushed through the experts, put back in token
   order and combined as a weighted sum over each token's k slots (a gather, no atomics:

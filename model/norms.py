@@ -41,7 +41,9 @@ class RMSNorm(nn.Module):
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused kernel
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # in x's dtype: an fp32 weight on bf16 activations would otherwise promote the
+        # output to fp32 (q/k after qk_norm would then miss flash-attn)
+        return (self.weight * x32.to(x.dtype)).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

@@ -9,7 +9,7 @@ Design choices:
   No dropout, no absolute positions. Parameter names (`tok_embeddings`,
   `layers.{i}.attn_norm`, `layers.{i}.attn.wq`, ..., `layers.{i}.mlp_norm`,
   `layers.{i}.mlp.w1`, `norm`, `lm_head`) are a contract: checkpoints and
-  `checkpoints/hf.py` rely on them. `attn_norm` / `mlp_norm` name the norm that
+  `checkpoints/hf_weights.py` rely on them. `attn_norm` / `mlp_norm` name the norm that
   belongs to each sublayer, whether it sits before it (pre) or after it (post).
 - The embedding and lm_head have `padded_vocab_size` rows; logits are sliced to
   `vocab_size` before they are returned or used in the loss, so the padding rows

@@ -7,6 +7,7 @@ are averaged by FSDP2 itself (`train/parallelize.py`), not here.
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from contextlib import nullcontext
@@ -37,13 +38,22 @@ def print0(*args, **kwargs) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    """`train.device` -> this process's device: `auto` and `cuda` take GPU LOCAL_RANK
+    (one per process under torchrun); `cuda:N` names one GPU, for one process only."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cpu":
+        return device
+    if not torch.cuda.is_available():
         raise ValueError(f"train.device = {name!r}, but CUDA is not available here")
+    if device.index is None:  # auto, cuda
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if world_size() > 1:
+        raise ValueError(
+            f"train.device = {name!r} with {world_size()} processes: each process needs its "
+            "own GPU; use 'cuda' (GPU LOCAL_RANK) or 'auto'"
+        )
     return device
 
 
@@ -60,17 +70,20 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def init_distributed(device: torch.device) -> None:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU)."""
+def init_distributed(device: torch.device, timeout_s: float = 1800) -> None:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU). A collective
+    that waits longer than `timeout_s` (`train.comm_timeout_s`) fails the run."""
     import torch.distributed as tdist
 
     if world_size() == 1 or tdist.is_initialized():
         return
+    timeout = datetime.timedelta(seconds=timeout_s)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    tdist.init_process_group(backend=backend, timeout=timeout)
     global _CPU_GROUP
-    _CPU_GROUP = tdist.new_group(backend="gloo") if device.type == "cuda" else None
+    _CPU_GROUP = tdist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
 
 
 _CPU_GROUP = None  # a gloo group beside NCCL, for host-side agreement

@@ -35,6 +35,16 @@ def peak_flops(device: torch.device, override_tflops: float = 0.0) -> float | No
     return None
 
 
+def mfu_of(
+    flops_per_token: float, tokens_per_s: float, devices: int, peak: float | None
+) -> float | None:
+    """Model FLOPs utilisation: achieved FLOP/s per device over one device's peak
+    (`tokens_per_s` counts all `devices`); None without a known peak."""
+    if not peak:
+        return None
+    return flops_per_token * tokens_per_s / devices / peak
+
+
 def truncate_jsonl(path: Path, last_step: int) -> None:
     """Keep only records with step <= last_step (used when resuming); a line cut short by
     a kill or a full disk is dropped."""

@@ -61,7 +61,8 @@ class TrainConfig:
     device: str = "auto"
     """`auto` (cuda if available, else cpu), `cpu`, `cuda`, or `cuda:N`."""
     dtype: str = "auto"
-    """Autocast dtype: `auto` (bf16 on cuda, fp32 on cpu), `bf16`, `fp16`, `fp32`."""
+    """Autocast dtype: `auto` (bf16 on cuda, fp32 on cpu), `bf16`, `fp32` (no fp16: it would
+    need loss scaling)."""
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default)."""
     dp_replicate: int = 1
@@ -69,7 +70,7 @@ class TrainConfig:
     dp_shard: int = -1
     """Processes each parameter is sharded over; -1 = world size / dp_replicate."""
     param_dtype: str = "auto"
-    """FSDP (2+ processes) compute dtype: `auto` (= resolved `dtype`), `bf16`, `fp16`, `fp32`."""
+    """FSDP (2+ processes) compute dtype: `auto` (= resolved `dtype`), `bf16`, `fp32`."""
     reduce_dtype: str = "fp32"
     """FSDP gradient reduce-scatter dtype: `fp32` or `bf16`."""
     reshard_after_forward: bool = True
@@ -81,6 +82,9 @@ class TrainConfig:
     deterministic: bool = False
     """Deterministic algorithms (`torch.use_deterministic_algorithms`): CPU runs are bitwise
     reproducible; on GPU see docs/reliability.md for what stays nondeterministic."""
+    comm_timeout_s: float = 1800.0
+    """Under torchrun: a collective (or barrier, e.g. while rank 0 writes a revision) that
+    waits longer than this fails the run (NCCL's own default is 10 minutes)."""
     max_bad_steps: int = 5
     """A step whose loss or gradient norm is NaN/Inf is skipped on the device (the fused
     AdamW kernel leaves the state as it was) and counted; after this many in a row the run
@@ -106,8 +110,9 @@ class TrainConfig:
         )
         _check(self.spike_factor >= 0, "train.spike_factor", "a value >= 0", self.spike_factor)
         _check(self.spike_window > 0, "train.spike_window", "a positive integer", self.spike_window)
-        dtypes = ("auto", "bf16", "fp16", "fp32")
+        dtypes = ("auto", "bf16", "fp32")  # fp16 would need loss scaling, which we do not do
         _check(self.dtype in dtypes, "train.dtype", f"one of {dtypes}", self.dtype)
+        _check(self.comm_timeout_s > 0, "train.comm_timeout_s", "seconds > 0", self.comm_timeout_s)
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
         _check(ok, "train.device", "auto, cpu, cuda or cuda:N", dev)
@@ -123,7 +128,7 @@ class TrainConfig:
         _check(self.dp_replicate > 0, "train.dp_replicate", "a positive integer", self.dp_replicate)
         ok = self.dp_shard == -1 or self.dp_shard > 0
         _check(ok, "train.dp_shard", "a positive integer or -1", self.dp_shard)
-        dtypes = ("auto", "bf16", "fp16", "fp32")
+        dtypes = ("auto", "bf16", "fp32")
         _check(
             self.param_dtype in dtypes, "train.param_dtype", f"one of {dtypes}", self.param_dtype
         )

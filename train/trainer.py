@@ -55,7 +55,7 @@ from train.config import Config, ConfigError, TrainConfig, dump_toml
 from train.data import TrainBatches, validation_batches
 from train.faults import GuardReading, RunStopped, StepGuard, spike_record, write_failed
 from train.materialize import materialize
-from train.metrics import MetricsLogger, peak_flops
+from train.metrics import MetricsLogger, mfu_of, peak_flops
 from train.moe_stats import extra_losses, routing, update_router_bias
 from train.optim import build_optimizer, lr_at, set_lr
 from train.parallelize import parallelize
@@ -101,7 +101,7 @@ class Trainer:
             dist.set_deterministic()
         self.device = dist.pick_device(cfg.train.device)
         self.dtype = dist.pick_dtype(cfg.train.dtype, self.device)
-        dist.init_distributed(self.device)
+        dist.init_distributed(self.device, cfg.train.comm_timeout_s)
         self._setup_data()
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
         reason = hf_incompatibility(cfg.model)
@@ -403,7 +403,7 @@ class Trainer:
         self, step: int, out: dict[str, Any], elapsed: float, steps: int, reading: Any
     ) -> dict:
         tokens_per_s = steps * self.tokens_per_step / max(elapsed, 1e-9)
-        mfu = self.flops_per_token * tokens_per_s / self.peak if self.peak else None
+        mfu = mfu_of(self.flops_per_token, tokens_per_s, dist.world_size(), self.peak)
         loss = dist.all_reduce_mean(out["loss"]).item()
         record = {
             "step": step,

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from checkpoints.hf import config_from_hf, from_hf_state_dict, hf_config, to_hf_state_dict
+from checkpoints.hf import config_from_hf, hf_config
+from checkpoints.hf_weights import from_hf_state_dict, to_hf_state_dict
 from model import GPT, ModelConfig
 
 transformers = pytest.importorskip("transformers")

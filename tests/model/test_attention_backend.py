@@ -114,6 +114,32 @@ def fake_flash(monkeypatch):
     return calls
 
 
+def test_flash_varlen_bookkeeping_once_per_batch(fake_flash, monkeypatch):
+    """Every layer of a forward reuses the batch's cu_seqlens (one host sync, not one per
+    layer); a new batch, or the same tensor changed in place, is computed afresh."""
+    from model import GPT, ModelConfig
+
+    seen = []
+    original = ab.segment_boundaries
+
+    def counted(ids):
+        seen.append(ids.clone())
+        return original(ids)
+
+    monkeypatch.setattr(ab, "segment_boundaries", counted)
+    config = ModelConfig.from_preset("debug", n_layers=3, document_mask=True)
+    model = GPT(config)
+    model.init_weights(seed=0)
+    idx = torch.randint(0, config.vocab_size, (2, 16))
+    ids = torch.tensor([[0] * 5 + [1] * 11, [0] * 16])
+    model(idx, segment_ids=ids)
+    assert len(seen) == 1 and fake_flash["varlen"] == 3
+    model(idx, segment_ids=ids.clone())
+    ids[1, 8:] = 1  # in place: the cached boundaries no longer hold
+    model(idx, segment_ids=ids)
+    assert len(seen) == 3 and torch.equal(seen[-1], ids)
+
+
 # --- 1. SDPA path against the float64 reference --------------------------------------
 
 

@@ -43,6 +43,9 @@ def test_int_accepted_for_float(tmp_path):
         ("train.seq_len=100000", "expected at most model.max_seq_len"),
         ("train.micro_batch_size=5", "train.global_batch_size = 16: expected a multiple of"),
         ("noequals", "expected section.key=value"),
+        ("train.dtype=fp16", "train.dtype = 'fp16': expected one of ('auto', 'bf16', 'fp32')"),
+        ("train.param_dtype=fp16", "train.param_dtype = 'fp16': expected one of"),
+        ("train.comm_timeout_s=0", "train.comm_timeout_s = 0.0: expected seconds > 0"),
     ],
 )
 def test_errors_name_the_key(override, expected):
@@ -82,6 +85,8 @@ def test_override_value_is_never_evaluated():
 def test_checkpoint_async_alias():
     assert load_config(None, ["checkpoint.async=true"]).checkpoint.async_save is True
     assert load_config(None, []).checkpoint.async_save is False
+    assert load_config(None, ["publish.async=false"]).publish.async_write is False
+    assert load_config(None, []).publish.async_write is True
 
 
 def test_nested_moe_keys_override_and_round_trip():

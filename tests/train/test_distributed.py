@@ -9,19 +9,14 @@ interruption after step 4: the checkpoint holds everything the run had at that s
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import tiny_overrides
+from tests.train.runs import read_metrics, run_ok, train_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS = 8
 
 
@@ -31,27 +26,9 @@ def run(nproc, dataset, out, name, *extra):
     Micro-batches of 1 make 2 processes accumulate 2 each (FSDP reduces after the last
     only); 3 validation batches do not split evenly over 2 processes.
     """
-    values = {"run.name": name, "train.max_steps": STEPS, "train.threads": 1}
+    values = {"run.name": name, "train.max_steps": STEPS}
     values |= {"train.micro_batch_size": 1, "train.eval_batches": 3}
-    overrides = tiny_overrides(dataset, out, **values)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    launcher += [f"--nproc_per_node={nproc}", "-m", "train.cli"]
-    cmd = launcher if nproc > 1 else [sys.executable, "-m", "train.cli"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*cmd, "train", "configs/debug.toml", *overrides, *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return run_ok(train_cmd(nproc, dataset, out, *extra, **values))
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,8 @@ from safetensors.torch import load_file
 import checkpoints.publish
 from checkpoints.load import verify_revision
 from checkpoints.resume import latest_resume
+from tests.train.runs import read_metrics
 from train.trainer import RunStopped, Trainer
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def inject(trainer, monkeypatch, steps, fn):

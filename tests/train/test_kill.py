@@ -11,39 +11,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.conftest import tiny_overrides
+from tests.train.runs import ENV, ROOT, read_metrics, run_ok, train_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS = 24
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
 
 
-def train_cmd(nproc, dataset, out, name, steps=STEPS):
-    values = {"run.name": name, "train.max_steps": steps, "train.threads": 1}
-    overrides = tiny_overrides(dataset, out, **values)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    launcher += [f"--nproc_per_node={nproc}", "-m", "train.cli"]
-    cmd = launcher if nproc > 1 else [sys.executable, "-m", "train.cli"]
-    return [*cmd, "train", "configs/debug.toml", *overrides]
-
-
-def run(cmd):
-    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
-
-
-def read_metrics(run_dir):
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def victim_cmd(nproc, dataset, out, name):
+    return train_cmd(nproc, dataset, out, **{"run.name": name, "train.max_steps": STEPS})
 
 
 def kill_all(proc, sig=signal.SIGKILL):
@@ -65,10 +46,10 @@ def wait_for(predicate, proc, timeout=120.0):
 def killed(tiny_dataset, tmp_path_factory):
     """(folder, reference run, killed run): killed right after its first resume checkpoint."""
     out = tmp_path_factory.mktemp("kill")
-    run(train_cmd(1, tiny_dataset, out, "reference"))
+    run_ok(victim_cmd(1, tiny_dataset, out, "reference"))
     victim = out / "victim"
     proc = subprocess.Popen(
-        train_cmd(2, tiny_dataset, out, "victim"),
+        victim_cmd(2, tiny_dataset, out, "victim"),
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -94,7 +75,7 @@ def test_kill9_then_rerun_resumes_the_same_run(killed, tiny_dataset, nproc):
     saved = int(latest.split("-")[1])
     assert saved < STEPS and read_metrics(victim)[-1]["step"] < STEPS  # really cut short
 
-    stderr = run(train_cmd(nproc, tiny_dataset, out, name))
+    stderr = run_ok(victim_cmd(nproc, tiny_dataset, out, name))
     assert f"at step {saved}" in stderr
     ref, resumed = read_metrics(reference), read_metrics(out / name)
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))

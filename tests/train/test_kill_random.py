@@ -35,10 +35,8 @@ from safetensors.torch import load_file
 from checkpoints.load import verify_revision
 from checkpoints.publish import read_manifest
 from checkpoints.safe_dcp import METADATA, check_files, read_metadata_file
-from tests.conftest import tiny_overrides
+from tests.train.runs import ENV, ROOT, train_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 TIMEOUT = 120.0  # seconds for any one attempt: nothing here may hang
 WINDOW = 4  # steps' worth of time after an attempt's first new checkpoint: the kill window
 
@@ -51,16 +49,10 @@ class Timing:
     step: float
 
 
-def train_cmd(nproc: int, dataset: Path, out: Path, name: str, steps: int) -> list[str]:
-    values = {"run.name": name, "train.max_steps": steps, "train.threads": 1,
-              "train.eval_every": 0, "checkpoint.every": 2, "checkpoint.keep": 2,
-              "publish.every": 4}  # fmt: skip
-    overrides = tiny_overrides(dataset, out, **values)
-    if nproc == 1:
-        return [sys.executable, "-m", "train.cli", "train", "configs/debug.toml", *overrides]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    launcher += [f"--nproc_per_node={nproc}", "-m", "train.cli"]
-    return [*launcher, "train", "configs/debug.toml", *overrides]
+def victim_cmd(nproc: int, dataset: Path, out: Path, name: str, steps: int) -> list[str]:
+    values = {"run.name": name, "train.max_steps": steps, "train.eval_every": 0,
+              "checkpoint.every": 2, "checkpoint.keep": 2, "publish.every": 4}  # fmt: skip
+    return train_cmd(nproc, dataset, out, **values)
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -235,10 +227,10 @@ def reference_run(cmd: list[str], log: Path, steps: int) -> Timing:
 
 def test_random_kill9_single_process(tiny_dataset, tmp_path):
     steps = 80
-    ref_cmd = train_cmd(1, tiny_dataset, tmp_path, "ref", steps)
+    ref_cmd = victim_cmd(1, tiny_dataset, tmp_path, "ref", steps)
     timing = reference_run(ref_cmd, tmp_path / "ref.log", steps)
     run_dir = tmp_path / "victim"
-    cmd = train_cmd(1, tiny_dataset, tmp_path, "victim", steps)
+    cmd = victim_cmd(1, tiny_dataset, tmp_path, "victim", steps)
     kill_until_done(cmd, run_dir, kills=10, seed=1, timing=timing)
     assert_same_revisions(tmp_path / "ref", run_dir)
     assert not [p for p in (run_dir / "resume").iterdir() if p.name.endswith(".tmp")]
@@ -254,9 +246,9 @@ def test_random_kill9_single_process(tiny_dataset, tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
 def test_random_kill9_of_one_rank(tiny_dataset, tmp_path):
     steps = 20
-    ref_cmd = train_cmd(2, tiny_dataset, tmp_path, "ref2", steps)
+    ref_cmd = victim_cmd(2, tiny_dataset, tmp_path, "ref2", steps)
     timing = reference_run(ref_cmd, tmp_path / "ref2.log", steps)
     run_dir = tmp_path / "victim2"
-    cmd = train_cmd(2, tiny_dataset, tmp_path, "victim2", steps)
+    cmd = victim_cmd(2, tiny_dataset, tmp_path, "victim2", steps)
     kill_until_done(cmd, run_dir, kills=2, seed=7, timing=timing)  # rank 0 late, 1 early
     assert_same_revisions(tmp_path / "ref2", run_dir)  # bitwise on CPU with 2 processes too

@@ -1,15 +1,10 @@
 """The training loop: resume continues the same trajectory; losses go down."""
 
-import json
-
 import pytest
 import torch
 
+from tests.train.runs import read_metrics
 from train.trainer import Trainer
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("background", ["false", "true"])
