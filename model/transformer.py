@@ -141,15 +141,22 @@ class GPT(nn.Module):
         the global RNG state); with None, the global RNG. Re-ties lm_head to the
         embedding, because `to_empty()` breaks parameter sharing.
         """
-        self._tie_weights()
+        self.init_buffers()
         device = self.tok_embeddings.weight.device
         gen = None
         if seed is not None and device.type != "meta":
             gen = torch.Generator(device=device).manual_seed(seed)
         init_parameters(self, self.config, gen)
+
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        """Everything `init_weights` does but the random draws: re-tie lm_head, zero the
+        routing biases, fill the rotary tables (buffers are garbage after `to_empty()`)."""
+        self._tie_weights()
         for _, moe in self.moe_layers():
-            moe.router.reset_bias()  # buffers are garbage after to_empty()
+            moe.router.reset_bias()
         c = self.config
+        device = self.rope_cos.device
         cos, sin = rope_tables(c.rotary_dims, c.max_seq_len, c.rope_theta, device=device)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)

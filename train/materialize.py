@@ -4,10 +4,10 @@ on the number of processes.
 `GPT.init_weights(seed)` visits the parameters in `named_parameters()` order and draws
 each from one seeded generator. On a sharded model that is not enough: a random op on a
 DTensor draws only the local shard, so the numbers would depend on the sharding (and on
-CPU every shard would even start from the same generator state). So after
-`init_weights` (which also re-ties lm_head and fills the rotary tables) every sharded
-parameter is drawn again, one at a time, with the same generator in the same order, as a
-full unsharded tensor, and each process keeps its own shard of it. Every process draws
+CPU every shard would even start from the same generator state). So on a sharded model
+`GPT.init_buffers()` does the non-random part (re-ties lm_head, fills the rotary tables)
+and every parameter is drawn once, in the same order with the same generator, a sharded
+one as a full unsharded tensor of which each process keeps its own shard. Every process draws
 the same numbers, no communication is needed, and the weights are exactly those of a
 one-process run on the same device type. Memory: one full parameter at a time (the
 largest is the embedding), never the whole model.
@@ -19,7 +19,6 @@ repeated here: `model.init.init_parameters` is called on a stand-in for the mode
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import torch
@@ -62,9 +61,9 @@ def materialize(model: GPT, device: torch.device, seed: int) -> None:
     """Allocate `model` (built on the meta device, maybe sharded) on `device` and initialise
     it exactly as a one-process `GPT.init_weights(seed)` would."""
     model.to_empty(device=device)
-    with warnings.catch_warnings():  # sharded draws are replaced below; no need to warn
-        warnings.filterwarnings("ignore", message="DTensor random operators may not have")
-        model.init_weights(seed=seed)  # re-ties lm_head, fills the rotary tables
-    if is_sharded(model):
-        generator = torch.Generator(device=device).manual_seed(seed)
-        init_parameters(_FullParameters(model), model.config, generator)
+    if not is_sharded(model):
+        model.init_weights(seed=seed)
+        return
+    model.init_buffers()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    init_parameters(_FullParameters(model), model.config, generator)
