@@ -104,6 +104,7 @@ def main() -> None:
     if config.family != "llama":
         raise SystemExit(f"--preset {args.preset}: a Llama-family preset is needed")
     ours, theirs = build_pair(config, args.device)
+    flops = GPT.flops_per_token(ours, args.seq_len)  # the same model shape on both sides
     if args.compile:
         ours, theirs = torch.compile(ours), torch.compile(theirs)
     dtype = DTYPES[args.dtype]
@@ -125,7 +126,6 @@ def main() -> None:
     print(f"\n{args.preset}: {n_params / 1e6:.1f}M params, {shape}, {args.threads} threads")
     median = {n: statistics.median(v) for n, v in rates.items()}
     peak = peak_flops(torch.device(args.device), args.peak_tflops)
-    flops = GPT.flops_per_token(ours, args.seq_len) if not args.compile else None
     for name, value in median.items():
         mfu = f", MFU {flops * value / peak:.1%}" if peak and flops else ""
         print(f"  {name:13s} {value:12,.0f} tokens/s (median of {args.rounds} rounds){mfu}")
