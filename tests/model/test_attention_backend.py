@@ -333,6 +333,27 @@ def test_real_flash_matches_sdpa_bf16(monkeypatch, H, Hkv, segmented):
     torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("H,Hkv", [(8, 8), (8, 2)])
+def test_sdpa_runs_on_torch_flash_kernel_on_gpu(monkeypatch, H, Hkv):
+    """Without flash-attn, the model's attention call (causal, no mask, bf16, head_dim 64,
+    GQA expanded) must be one that SDPA's own flash kernel accepts: with only that
+    backend allowed, anything else would raise "No available kernel"."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("SDPA's flash kernel needs sm80+")
+    monkeypatch.setattr(ab, "_flash_module", lambda: None)
+    q = torch.randn(2, H, 256, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(2, Hkv, 256, 64, device="cuda", dtype=torch.bfloat16) for _ in "kv")
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = attention(q, k, v, causal=True)
+        out.sum().backward()
+    with sdpa_kernel(SDPBackend.MATH):
+        want = attention(q.detach(), k, v, causal=True)
+    torch.testing.assert_close(out.float(), want.float(), atol=2e-2, rtol=2e-2)
+
+
 # --- 6. backend selection ------------------------------------------------------------
 
 
