@@ -19,7 +19,8 @@
 # workers 30 s later and exit non-zero) and launch.sh forwards them to the workers.
 # After the quickstart (or with STUDY=1) `strata study` writes RUN/study/report.html.
 # Environment: PYTHON (interpreter, default python3), NPROC, NNODES, MASTER_ADDR,
-# MASTER_PORT (default 29500), STRATA_VOCAB (default tokenizer size, 1024), STUDY (0/1).
+# MASTER_PORT (default 29500), STRATA_VOCAB (default tokenizer size, 1024), STUDY (0/1),
+# DRY_RUN=1 (build the data if needed, print the training command, run nothing).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -90,6 +91,7 @@ else
     fi
 fi
 echo "+ ${CMD[*]}"
+[ "${DRY_RUN:-0}" = 1 ] && exit 0  # print the command only
 
 # Run it as a child and wait, forwarding SIGTERM/SIGUSR1: to the trainer itself (one
 # process) or to torchrun's workers.
