@@ -114,6 +114,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step, self.tokens_per_step = 0, cfg.train.global_batch_size * cfg.train.seq_len
         self.preempted = False
+        self.published_loss: tuple[int, float | None] = (-1, None)  # (step, train loss)
         self.guard = StepGuard(cfg.train, self.device)
         self._resume()
         self.resume_writer = ResumeWriter(
@@ -188,6 +189,7 @@ class Trainer:
             return
         state = load_resume(path, self.model, self.optimizer)
         self.step = int(state["step"])
+        self.published_loss = (self.step, state.get("train_loss"))
         dist.print0(f"resumed from {path} at step {self.step}")
 
     def _write_run_files(self) -> None:
@@ -317,12 +319,11 @@ class Trainer:
         every = self.cfg.checkpoint.every
         if force or step % every == 0 or step == self.cfg.train.max_steps:
             self._wait_publication(before=step)  # revisions up to `latest` are complete
-            self.resume_writer.save(
-                step,
-                self.model,
-                self.optimizer,
-                {"tokens": step * self.tokens_per_step, "model_config": self.cfg.model.to_dict()},
-            )
+            state = {"tokens": step * self.tokens_per_step}
+            state["model_config"] = self.cfg.model.to_dict()
+            if self.published_loss[0] == step:  # a revision of this step may still be
+                state["train_loss"] = self.published_loss[1]  # writing: rewritable as is
+            self.resume_writer.save(step, self.model, self.optimizer, state)
 
     def maybe_publish(self, step: int, train_loss: float | None, val_loss: float | None) -> None:
         """Publish revision `step` if it is on the schedule. Every process calls it: the
@@ -334,6 +335,7 @@ class Trainer:
             return
         if val_loss is None:
             val_loss = self.evaluate()
+        self.published_loss = (step, train_loss)
         info = {
             "parent": self._parent_revision(step),
             "tokens": step * self.tokens_per_step,
@@ -474,7 +476,10 @@ class Trainer:
     def fit(self) -> None:
         cfg = self.cfg
         step = self.step
-        self.maybe_publish(step, None, None)  # step 0, or a revision a kill left unlisted
+        # step 0, or a revision of the resumed step that a kill cut short (in the
+        # background, or before the manifest update): the same weights and train loss
+        resumed_loss = self.published_loss[1] if self.published_loss[0] == step else None
+        self.maybe_publish(step, resumed_loss, None)
         last_log, t_last = step, time.perf_counter()
         preemption = Preemption().install()
         try:

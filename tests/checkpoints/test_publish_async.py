@@ -9,6 +9,7 @@ of a later step waits for the revision, and a run gives the same revisions eithe
 
 import errno
 import json
+import shutil
 import threading
 import time
 
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from checkpoints import publish
+from checkpoints.files import write_json_atomic
 from checkpoints.publish import Publisher, read_manifest
 from checkpoints.resume import ResumeWriter
 from model import GPT, ModelConfig
@@ -121,3 +123,28 @@ def test_async_and_sync_runs_publish_the_same_revisions(tiny_config, monkeypatch
         if kind == "resume":
             done = {s for k, s in events_a[:i] if k == "revision"}
             assert {s for s in (0, 1, 2, 4, 8, 12) if s < step} <= done, (step, events_a)
+
+
+def test_a_revision_cut_short_by_a_kill_is_rewritten_on_resume(tiny_config):
+    """A kill while the last revision was still being written in the background leaves
+    `resume/latest` at its step without the folder: the rerun writes it again, with the
+    same weights, losses and manifest entry."""
+    cfg = tiny_config(**{"run.name": "cut", "train.max_steps": 8})
+    Trainer(cfg).fit()
+    ckpts = cfg.run_dir / "checkpoints"
+    before = json.loads((ckpts / "step8" / "strata.json").read_text())
+    weights, manifest = tensors(ckpts / "step8"), read_manifest(ckpts)
+    assert before["train_loss"] is not None
+    shutil.rmtree(ckpts / "step8")  # the kill: folder and manifest entry never written
+    cut = {**manifest, "revisions": [r for r in manifest["revisions"] if r["step"] != 8]}
+    write_json_atomic(ckpts / "manifest.json", cut)
+    again = Trainer(tiny_config(**{"run.name": "cut", "train.max_steps": 8}))
+    assert again.step == 8
+    again.fit()
+    after = json.loads((ckpts / "step8" / "strata.json").read_text())
+    assert read_manifest(ckpts) == manifest
+    assert {k: after[k] for k in ("train_loss", "val_loss", "tokens", "parent", "data")} == {
+        k: before[k] for k in ("train_loss", "val_loss", "tokens", "parent", "data")
+    }
+    again_weights = tensors(ckpts / "step8")
+    assert all(torch.equal(weights[k], again_weights[k]) for k in weights)
