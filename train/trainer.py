@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import shutil
 import time
@@ -44,7 +43,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from checkpoints.files import sha256_file, write_json_atomic
-from checkpoints.publish import Publisher, hf_incompatibility, read_manifest, update_manifest
+from checkpoints.publish import Publisher, hf_incompatibility, read_manifest
 from checkpoints.resume import ResumeWriter, latest_resume, load_resume
 from checkpoints.schedule import publish_steps
 from model import GPT, ModelConfig
@@ -60,6 +59,7 @@ from train.moe_stats import extra_losses, routing, update_router_bias
 from train.optim import build_optimizer, lr_at, set_lr
 from train.parallelize import parallelize
 from train.preempt import Preemption
+from train.revision_info import already_published, data_cursor, parent_revision
 
 
 def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
@@ -331,35 +331,28 @@ class Trainer:
         if step not in self.publish_at:
             return
         self._wait_publication()  # the manifest lists every earlier revision
-        if self._already_published(step):
+        if already_published(self.run_dir / "checkpoints", step, self.device):
             return
         if val_loss is None:
             val_loss = self.evaluate()
         self.published_loss = (step, train_loss)
         info = {
-            "parent": self._parent_revision(step),
+            "parent": parent_revision(self.run_dir / "checkpoints", step),
             "tokens": step * self.tokens_per_step,
             "train_loss": train_loss,
             "val_loss": val_loss,
-            "data": self._data_cursor(step),
+            "data": data_cursor(
+                self.cfg,
+                step,
+                self.dataset_fingerprint,
+                self.train_shards.index["tokenizer_sha256"],
+                self.batches.n_windows,
+            ),
             "run": self.cfg.to_dict(),
         }
         if self.cfg.model.moe is not None:
             info["moe_routing"] = self._validation_routing()
         self.publisher.publish(step, self.model, self.cfg.model, self.tokenizer, info)
-
-    def _already_published(self, step: int) -> bool:
-        """Published revisions are immutable: after a resume, a revision that is already
-        there (folders are renamed into place complete) is kept, and only re-entered in
-        the manifest in case a kill came between the rename and the manifest update."""
-        folder = self.run_dir / "checkpoints" / f"step{step}"
-        exists = (folder / "strata.json").is_file()
-        if not dist.rank0_decides(exists, self.device):
-            return False
-        if dist.is_rank0():
-            update_manifest(folder.parent, json.loads((folder / "strata.json").read_text()))
-        dist.barrier()
-        return True
 
     @torch.no_grad()
     def _validation_routing(self) -> dict[str, dict] | None:
@@ -372,27 +365,6 @@ class Trainer:
         with dist.autocast(self.device, self.dtype):
             self.model(rows[:, :-1], rows[:, 1:], segment_ids=self._segments(rows[:, :-1]))
         return routing(self.model.last_moe_counts, reduce=False)
-
-    def _parent_revision(self, step: int) -> str | None:
-        """The latest revision published before `step` (None for the first one)."""
-        revisions = read_manifest(self.run_dir / "checkpoints")["revisions"]
-        earlier = [r for r in revisions if r["step"] < step]
-        return max(earlier, key=lambda r: r["step"])["revision"] if earlier else None
-
-    def _data_cursor(self, step: int) -> dict[str, Any]:
-        t = self.cfg.train
-        return {
-            "dataset": str(self.cfg.data.dataset),
-            "dataset_fingerprint": self.dataset_fingerprint,
-            "tokenizer_sha256": self.train_shards.index["tokenizer_sha256"],
-            "seed": t.seed,
-            "seq_len": t.seq_len,
-            "global_batch_size": t.global_batch_size,
-            "batches_seen": step,
-            "next_batch": step,
-            "windows_consumed": step * t.global_batch_size,
-            "n_windows": self.batches.n_windows,
-        }
 
     def _batch_digest(self) -> str:
         """`tokenizer.order.batch_digest` of the global batch just trained: every process
