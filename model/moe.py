@@ -18,8 +18,10 @@ Design choices:
 - Expert matmuls: one `torch._grouped_mm` per projection (offsets = cumulative counts)
   where this build supports the device and dtype (`grouped_mm_supported`: on CPU fp32
   and bf16 in eager mode, bf16 only under torch.compile, whose meta kernel wants bf16;
-  on CUDA bf16 on sm90+; widths 16-byte aligned), else a loop over experts, which reads
-  the counts on the host (one sync, and a graph break under torch.compile). Both give the
+  on CUDA bf16: sm90 only before torch 2.9, sm80+ from 2.9, where sm90/sm100 get a fused
+  kernel without host sync and other archs torch's own loop; widths 16-byte aligned),
+  else a loop over experts, which reads the counts on the host (one sync, and a graph
+  break under torch.compile). Both give the
   same result (tests/model/test_moe.py). Under autocast the grouped path casts inputs
   and weights to the autocast dtype itself (`_grouped_mm` is not on autocast's lists).
 - capacity_factor (optional): each expert takes at most ceil(cf * N * k / E)
@@ -53,6 +55,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.torch_version import TorchVersion
 
 from model.config import ModelConfig
 from model.mlp import SwiGLU
@@ -82,6 +85,10 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+# torch 2.9 added a `_grouped_mm` fallback for every CUDA arch from sm80 (pytorch#161407)
+GROUPED_MM_FALLBACK = TorchVersion(torch.__version__) >= (2, 9)
+
+
 def grouped_mm_supported(dtype: torch.dtype, device: torch.device, *widths: int) -> bool:
     """Whether `torch._grouped_mm` runs (with autograd) for this dtype, device and widths."""
     if not hasattr(torch, "_grouped_mm") or dtype not in (torch.bfloat16, torch.float32):
@@ -89,7 +96,10 @@ def grouped_mm_supported(dtype: torch.dtype, device: torch.device, *widths: int)
     if any(w * dtype.itemsize % 16 for w in widths):  # 16-byte aligned strides
         return False
     if device.type == "cuda":  # get_device_properties: constant-folded by torch.compile
-        return dtype == torch.bfloat16 and torch.cuda.get_device_properties(device).major >= 9
+        major = torch.cuda.get_device_properties(device).major
+        # torch < 2.9 runs it on sm90 only; later releases on sm80+ (a fused kernel on
+        # sm90/sm100, elsewhere torch's own loop, which reads the sizes back like ours)
+        return dtype == torch.bfloat16 and (major >= 8 if GROUPED_MM_FALLBACK else major == 9)
     if device.type == "cpu":  # the meta kernel torch.compile traces with wants bf16
         return dtype == torch.bfloat16 or not torch.compiler.is_compiling()
     return False

@@ -185,6 +185,32 @@ def test_update_bias_rule_and_state_dict():
     assert "router.expert_bias" not in build().state_dict()
 
 
+@pytest.mark.parametrize(
+    "fallback, major, dtype, expected",
+    [
+        (False, 9, torch.bfloat16, True),  # torch 2.8: Hopper only
+        (False, 8, torch.bfloat16, False),
+        (False, 10, torch.bfloat16, False),  # Blackwell would crash before 2.9
+        (False, 12, torch.bfloat16, False),
+        (True, 8, torch.bfloat16, True),  # torch >= 2.9: sm80 and up
+        (True, 12, torch.bfloat16, True),
+        (True, 7, torch.bfloat16, False),
+        (True, 9, torch.float32, False),  # bf16 only on CUDA
+    ],
+)
+def test_grouped_mm_on_cuda_follows_what_torch_supports(
+    monkeypatch, fallback, major, dtype, expected
+):
+    """The CUDA branch, with the device's compute capability and the torch release
+    stood in (no GPU here)."""
+    import model.moe as moe_module
+
+    monkeypatch.setattr(moe_module, "GROUPED_MM_FALLBACK", fallback)
+    props = type("Props", (), {"major": major})()
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    assert grouped_mm_supported(dtype, torch.device("cuda", 0), D, 16) is expected
+
+
 # (f) grouped matmul and the loop over experts agree.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_grouped_and_loop_paths_agree(dtype):
