@@ -105,6 +105,29 @@ def test_a_bad_run_between_log_steps_stops_at_the_next_one(tiny_config, monkeypa
     assert int(state["step"]) == 7  # 10 steps, 3 skipped: AdamW's own count agrees
 
 
+def test_an_unfused_optimizer_skips_bad_steps_through_the_host(tiny_config, monkeypatch):
+    """Parameters on a device without fused AdamW: the same skip, decided on the host."""
+    from train.optim import param_groups
+
+    cfg = tiny_config(**{"run.name": "unfused", "train.max_steps": 4, "log.every": 4})
+    trainer = Trainer(cfg)
+    trainer.optimizer = torch.optim.AdamW(param_groups(trainer.model, 0.1), lr=1e-3)
+    assert not trainer.optimizer.defaults["fused"]
+    inject(trainer, monkeypatch, {2}, lambda loss: loss * float("nan"))
+    seen = {}
+    original = Trainer.train_step
+
+    def record(self, step):
+        out = original(self, step)
+        seen[step + 1] = weights(self.model)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", record)
+    trainer.fit()
+    assert same(seen[2], seen[3]) and not same(seen[3], seen[4])
+    assert read_metrics(cfg.run_dir)[-1]["skipped_steps"] == 1
+
+
 def test_loss_spikes_are_recorded(tiny_config, monkeypatch):
     cfg = tiny_config(**{"run.name": "spike", "train.spike_factor": 2.0, "train.max_steps": 16})
     trainer = Trainer(cfg)
