@@ -145,3 +145,20 @@ def test_bf16_mixed_precision_tracks_fp32(runs, tiny_dataset):
     reference = load_file(runs / "one" / "checkpoints" / f"step{STEPS}" / "model.safetensors")
     for name, tensor in reference.items():
         torch.testing.assert_close(weights[name], tensor, atol=2e-3, rtol=5e-2, msg=name)
+
+
+def test_published_weights_are_byte_identical_without_clipping(tiny_dataset, tmp_path):
+    """Revisions from 2 ranks equal a 1-rank run's bit for bit when the two add the same
+    numbers: each rank holds one micro-batch of 2 rows, the single process two of them
+    (g0 + g1 either way; FSDP's halving is exact), and no clipping (the sharded gradient
+    norm sums its squares in another order, so a clipped run agrees to ~1e-6 instead)."""
+    values = {"train.max_steps": 4, "train.grad_clip": 0.0, "train.eval_every": 0}
+    for n in (1, 2):
+        run_ok(train_cmd(n, tiny_dataset, tmp_path, **{"run.name": f"n{n}", **values}))
+    for step in (0, 1, 2, 4):
+        a = load_file(tmp_path / "n1" / "checkpoints" / f"step{step}" / "model.safetensors")
+        b = load_file(tmp_path / "n2" / "checkpoints" / f"step{step}" / "model.safetensors")
+        assert a.keys() == b.keys()
+        assert [k for k in a if not torch.equal(a[k], b[k])] == [], step
+    first = load_file(tmp_path / "n1" / "checkpoints" / "step0" / "model.safetensors")
+    assert not any(torch.equal(first[k], a[k]) for k in a)  # training moved every tensor
