@@ -11,7 +11,10 @@ omitted on export and recreated from the embedding on import.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -58,23 +61,54 @@ def _check_keys(given: set[str], expected: set[str], where: str) -> None:
         raise KeyError(f"{where}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
 
 
+Plan = list[tuple[str, tuple[str, ...], Callable[..., torch.Tensor]]]
+
+
+def hf_plan(config: ModelConfig) -> Plan:
+    """Every exported tensor in file order: (HF name, our input names, the function of
+    those inputs that gives it). A writer can follow it one output at a time, holding
+    only that output's inputs (`checkpoints.publish` streams sharded models this way)."""
+    tied = {"lm_head.weight"} if config.tie_embeddings else set()
+    plan: Plan = []
+    for ours, theirs in _names(config):
+        if ours[0] in tied:
+            continue
+        fn = functools.partial(_fuse_qkv, n_heads=config.n_heads) if len(ours) == 3 else _same
+        plan.append((theirs, ours, fn))
+    for ours, theirs in _expert_layers(config):  # stacked (E, in, out) -> per expert (out, in)
+        for w, proj in _EXPERTS:
+            for j in range(config.moe.num_experts):
+                plan.append((f"{theirs}{j}.{proj}.weight", (ours + w,), _Expert(j)))
+    return plan
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@dataclass(frozen=True)
+class _Expert:
+    """Expert j of a stacked (E, in, out) weight, as HF's (out, in) matrix."""
+
+    j: int
+
+    def __call__(self, stacked: torch.Tensor) -> torch.Tensor:
+        return stacked[self.j].T
+
+
 def to_hf_state_dict(
     state_dict: dict[str, torch.Tensor], config: ModelConfig
 ) -> dict[str, torch.Tensor]:
     """Our `GPT.state_dict()` -> the family's HF names (contiguous; output omitted when tied)."""
-    pairs = _names(config)
+    plan = hf_plan(config)
     optional = {"lm_head.weight"} if config.tie_embeddings else set()
-    expected = {name for ours, _ in pairs for name in ours}
+    expected = {name for ours, _ in _names(config) for name in ours}
     expected |= {ours + w for ours, _ in _expert_layers(config) for w, _ in _EXPERTS}
     _check_keys(set(state_dict) | optional, expected, "to_hf_state_dict")
-    out = {}
-    for ours, theirs in pairs:
-        if ours[0] in optional:
-            continue
-        tensors = [state_dict[name].detach() for name in ours]
-        out[theirs] = _fuse_qkv(*tensors, config.n_heads) if len(ours) == 3 else tensors[0]
-        out[theirs] = out[theirs].contiguous()
-    return out | _experts_to_hf(state_dict, config)
+    return {
+        theirs: fn(*(state_dict[name].detach() for name in ours)).contiguous()
+        for theirs, ours, fn in plan
+    }
 
 
 def _expert_layers(config: ModelConfig) -> list[tuple[str, str]]:
@@ -84,16 +118,6 @@ def _expert_layers(config: ModelConfig) -> list[tuple[str, str]]:
         return []
     return [(f"layers.{i}.mlp.experts.", f"{fam.layer_prefix.format(i=i)}mlp.experts.")
             for i in range(config.n_layers)]  # fmt: skip
-
-
-def _experts_to_hf(state_dict: dict[str, torch.Tensor], config: ModelConfig):
-    """Stacked w1 / w3 (E, d, d_ff), w2 (E, d_ff, d) -> per-expert HF (out, in) weights."""
-    out = {}
-    for ours, theirs in _expert_layers(config):
-        for w, proj in _EXPERTS:
-            for j, t in enumerate(state_dict[ours + w].detach().unbind(0)):
-                out[f"{theirs}{j}.{proj}.weight"] = t.T.contiguous()
-    return out
 
 
 def _pop(hf_sd: dict[str, torch.Tensor], name: str) -> torch.Tensor:

@@ -16,34 +16,38 @@ Writes are atomic: the revision is assembled in `.stepN.tmp/` and renamed into p
 then the manifest is rewritten through a temporary file. A crash leaves either the
 previous state or the complete new revision, never a half-written one in the manifest.
 
-A sharded (FSDP2, DTensor) model is gathered tensor by tensor: every process walks
-`model.state_dict()` in the same order and calls `full_tensor()` on each sharded entry
-(an all-gather), and only rank 0 keeps a CPU copy, so no process holds more than one
-full tensor on the device and only rank 0 holds the CPU weights safetensors writes.
-Publishing is therefore a collective: every process calls `publish_revision` /
-`write_revision`, rank 0 writes the files and the others return None.
+A sharded (FSDP2, DTensor) model is gathered tensor by tensor: every process follows
+the same plan of outputs (`weights_plan`) and calls `full_tensor()` on each sharded input
+(an all-gather). `write_revision` streams: rank 0 writes each output into
+`model.safetensors` as it comes (`checkpoints/safetensors_stream.py`) and drops its
+inputs, so no process ever holds more than one output's inputs (a fused q/k/v: three
+tensors). Publishing is therefore a collective: every process calls `publish_revision`
+/ `write_revision`, rank 0 writes the files and the others return None.
 
-`Publisher(background=True)` (the trainer's default, `publish.async`) blocks training
-only for that gathering into CPU memory: rank 0 writes, hashes and renames the folder
-from a thread while training goes on, never two in flight.
+`Publisher(background=True)` (the trainer's default, `publish.async`) instead copies the
+full weights into rank 0's CPU memory, which is all training waits for, and writes,
+hashes and renames the folder from a thread, never two in flight; a sharded model whose
+fp32 weights pass `publish.async_max_gb` is streamed synchronously instead, so that no
+process ever holds a large model whole.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
 from checkpoints.hf import check_hf_compatible, hf_config
-from checkpoints.hf_weights import to_hf_state_dict
+from checkpoints.hf_weights import Plan, _same, hf_plan
+from checkpoints.safetensors_stream import Spec, StreamWriter
 from model import ModelConfig
 from tokenizer import Tokenizer
 
@@ -76,12 +80,58 @@ def hf_incompatibility(config: ModelConfig) -> str | None:
     return None
 
 
-def native_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict:
-    """Our parameter names, contiguous; a tied lm_head is stored once, as the embedding."""
-    out = {k: v.contiguous() for k, v in state.items()}
-    if config.tie_embeddings:
-        out.pop("lm_head.weight", None)
-    return out
+def weights_plan(config: ModelConfig, names: list[str]) -> Plan:
+    """What `model.safetensors` holds, output by output (`checkpoints.hf_weights.hf_plan`):
+    Hugging Face names when a class can hold the config, else our own names (`names`, the
+    state_dict's), a tied lm_head stored once, as the embedding."""
+    if hf_incompatibility(config) is None:
+        return hf_plan(config)
+    tied = {"lm_head.weight"} if config.tie_embeddings else set()
+    return [(name, (name,), _same) for name in names if name not in tied]
+
+
+def write_weights(
+    path: Path | None,
+    plan: Plan,
+    inputs: dict[str, torch.Tensor],
+    fetch: Callable[[str], torch.Tensor | None],
+    metadata: dict[str, str] | None,
+) -> None:
+    """Write `plan`'s outputs to `path` one at a time (None: this process only takes part
+    in the collectives). `fetch(name)` returns input `name` in full (a collective for a
+    sharded one; None where nothing is written); `inputs` gives their shapes and dtypes.
+    Each input is held only until its last output is written. A failed write still
+    fetches the rest, so every process makes the same collectives, then raises."""
+    last_use = {n: i for i, (_, names, _) in enumerate(plan) for n in names}
+    writer = StreamWriter(path, _specs(plan, inputs), metadata) if path is not None else None
+    held: dict[str, torch.Tensor | None] = {}
+    failed: OSError | None = None
+    for i, (name, names, fn) in enumerate(plan):
+        for n in names:
+            if n not in held:
+                held[n] = fetch(n)
+        if writer is not None and failed is None:
+            try:
+                writer.write(name, fn(*(held[n] for n in names)).contiguous())
+            except OSError as err:
+                failed = err
+        for n in names:
+            if last_use[n] == i:
+                del held[n]
+    if writer is not None:
+        writer.close() if failed is None else writer.file.close()
+    if failed is not None:
+        raise failed
+
+
+def _specs(plan: Plan, inputs: dict[str, torch.Tensor]) -> list[Spec]:
+    """Each output's (name, dtype, shape), worked out on the meta device."""
+    specs = []
+    for name, names, fn in plan:
+        metas = (torch.empty(inputs[n].shape, dtype=inputs[n].dtype, device="meta") for n in names)
+        out = fn(*metas)
+        specs.append((name, out.dtype, tuple(out.shape)))
+    return specs
 
 
 def special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
@@ -99,12 +149,27 @@ def write_revision(
 ) -> dict[str, Any] | None:
     """Write a complete revision folder at `out` (which must not exist); returns strata.json.
 
-    Every process calls it for a sharded model; rank 0 writes, the others return None.
+    Every process calls it for a sharded model: the weights are gathered one tensor at a
+    time and streamed into the file, so no process ever holds more than the tensors of
+    one output; rank 0 writes, the others return None.
     """
-    state = _cpu_state_dict(model)
-    if not _rank0():
+    state = model.state_dict()
+    path = out / "model.safetensors" if _rank0() else None
+    if path is not None:
+        out.mkdir(parents=True)
+
+    def fetch(name: str) -> torch.Tensor | None:
+        tensor = state[name]
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()  # every process, in the same order
+        return tensor.detach().to("cpu", copy=True) if path is not None else None
+
+    reason = hf_incompatibility(config)
+    plan = weights_plan(config, list(state))
+    write_weights(path, plan, state, fetch, {"format": "pt"} if reason is None else None)
+    if path is None:
         return None
-    return write_revision_files(out, state, config, tokenizer, info)
+    return _revision_files(out, config, tokenizer, info, reason)
 
 
 def write_revision_files(
@@ -117,13 +182,24 @@ def write_revision_files(
     """The files of a revision from full CPU weights (our names); returns strata.json."""
     out.mkdir(parents=True)
     reason = hf_incompatibility(config)
+    plan = weights_plan(config, list(state))
+    metadata = {"format": "pt"} if reason is None else None
+    write_weights(out / "model.safetensors", plan, state, state.__getitem__, metadata)
+    return _revision_files(out, config, tokenizer, info, reason)
+
+
+def _revision_files(
+    out: Path,
+    config: ModelConfig,
+    tokenizer: Tokenizer | None,
+    info: dict[str, Any],
+    reason: str | None,
+) -> dict[str, Any]:
+    """Everything beside the weights: config.json, the tokenizer, strata.json."""
     if reason is None:
-        weights = to_hf_state_dict(state, config)
-        save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
         write_json_atomic(out / "config.json", hf_config(config, **special_ids(tokenizer)))
     else:  # no Hugging Face class: our own parameter names, no config.json
         info = {**info, "weights_format": NATIVE, "hf_incompatible": reason}
-        save_file(native_state_dict(state, config), str(out / "model.safetensors"))
     if tokenizer is not None:
         tokenizer.save(out)
     digests = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()}
@@ -141,16 +217,21 @@ def write_revision_files(
 class Publisher:
     """Publishes revisions into `checkpoints_dir`, writing files in the background or not.
 
-    `publish` gathers the weights to CPU copies on rank 0 (a collective; training waits
-    for this part only). With `background=True`, rank 0 then writes the files, hashes
+    With `background=True`, `publish` copies the full weights into rank 0's CPU memory (a
+    collective; training waits for this part only), then rank 0 writes the files, hashes
     them, renames the folder into place and updates the manifest from a thread while
     training goes on. Never two in flight: `publish` and `wait()` first complete the
     previous one, and a write error (disk full) is raised there, the half-written
-    folder removed and the manifest untouched.
+    folder removed and the manifest untouched. A sharded model whose fp32 weights pass
+    `max_staged_gb` is never copied whole: it is streamed (`write_revision`, one tensor
+    at a time), synchronously, as is every revision without `background`.
     """
 
-    def __init__(self, checkpoints_dir: str | Path, background: bool = False) -> None:
+    def __init__(
+        self, checkpoints_dir: str | Path, background: bool = False, max_staged_gb: float = 8.0
+    ) -> None:
         self.root, self.background = Path(checkpoints_dir), background
+        self.max_staged_bytes = max_staged_gb * 1e9
         self._pool = ThreadPoolExecutor(1, "publish") if background else None
         self.pending: tuple[int, Future] | None = None  # (step, write), rank 0 only
 
@@ -172,16 +253,33 @@ class Publisher:
             for stale in root.glob("step*.old-*"):  # left by a kill inside replace_dir
                 shutil.rmtree(stale, ignore_errors=True)
         info = {"revision": final.name, "step": step, **info}
-        state = _cpu_state_dict(model)  # a collective; rank 0's copies
-        if _rank0():
-            args = (tmp, final, state, config, tokenizer, info)
-            if self._pool is not None:
+        if self.stages(model):
+            state = _cpu_state_dict(model)  # a collective; rank 0's copies
+            if _rank0():
+                args = (tmp, final, state, config, tokenizer, info)
                 self.pending = (step, self._pool.submit(self._write, *args))
-            else:
-                self._write(*args)
-        if dist.is_initialized() and self._pool is None:
+            return final
+        try:
+            meta = write_revision(tmp, model, config, tokenizer, info)  # a collective
+        except BaseException:
+            if _rank0():  # a failed write (disk full) leaves nothing behind
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if meta is not None:
+            replace_dir(tmp, final)
+            update_manifest(root, meta)
+        if dist.is_initialized():
             dist.barrier()
         return final
+
+    def stages(self, model: torch.nn.Module) -> bool:
+        """Whether `publish` copies the whole model to CPU and writes in the background."""
+        if self._pool is None:
+            return False
+        params = list(model.parameters())
+        if not any(isinstance(p, DTensor) for p in params):
+            return True  # one process already holds the whole model
+        return sum(p.numel() for p in params) * 4 <= self.max_staged_bytes
 
     def wait(self, before: int | None = None) -> None:
         """Complete the write in flight (only one of a step < `before`, when given);

@@ -215,9 +215,14 @@ class PublishConfig:
     """(Also spelled `async`.) Training waits only while the weights are gathered into CPU
     memory; rank 0 writes, hashes and renames the revision from a thread. Never two in
     flight; a resume checkpoint of a later step waits for it."""
+    async_max_gb: float = 8.0
+    """A sharded model (2+ processes) whose fp32 weights pass this many GB is not copied
+    whole into rank 0's memory for a background write: it is streamed into the file one
+    tensor at a time, and training waits for the write."""
 
     def __post_init__(self) -> None:
         _check(self.every > 0, "publish.every", "a positive integer", self.every)
+        _check(self.async_max_gb >= 0, "publish.async_max_gb", "GB >= 0", self.async_max_gb)
         bad = [s for s in self.extra_steps if s < 0]
         _check(not bad, "publish.extra_steps", "non-negative steps", self.extra_steps)
 

@@ -121,7 +121,9 @@ class Trainer:
             self.run_dir / "resume", cfg.checkpoint.keep, cfg.checkpoint.async_save
         )
         self._write_run_files()
-        self.publisher = Publisher(self.run_dir / "checkpoints", cfg.publish.async_write)
+        self.publisher = Publisher(
+            self.run_dir / "checkpoints", cfg.publish.async_write, cfg.publish.async_max_gb
+        )
         self.publish_at = set(
             publish_steps(
                 cfg.train.max_steps,

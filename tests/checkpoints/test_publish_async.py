@@ -21,6 +21,7 @@ from checkpoints import publish
 from checkpoints.files import write_json_atomic
 from checkpoints.publish import Publisher, read_manifest
 from checkpoints.resume import ResumeWriter
+from checkpoints.safetensors_stream import StreamWriter
 from model import GPT, ModelConfig
 from train.trainer import Trainer
 
@@ -71,11 +72,11 @@ def test_a_failed_background_write_leaves_nothing_and_is_raised_at_the_next_wait
     publisher.wait()
     manifest = (tmp_path / "manifest.json").read_text()
 
-    def full(tensors, filename, metadata=None):
-        open(filename, "wb").write(b"partial")
+    def full(self, name, tensor):
+        self.file.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(publish, "save_file", full)
+    monkeypatch.setattr(StreamWriter, "write", full)
     publisher.publish(2, model, model.config, None, {})  # the error stays in the thread
     with pytest.raises(OSError, match="No space left"):
         publisher.wait()

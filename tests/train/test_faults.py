@@ -13,9 +13,9 @@ import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file
 
-import checkpoints.publish
 from checkpoints.load import verify_revision
 from checkpoints.resume import latest_resume
+from checkpoints.safetensors_stream import StreamWriter
 from tests.train.runs import read_metrics
 from train.trainer import RunStopped, Trainer
 
@@ -162,11 +162,11 @@ def test_disk_full_keeps_the_previous_checkpoint(tiny_config, monkeypatch):
     again = Trainer(tiny_config(**{"run.name": "full"}))
     assert again.step == 4  # the previous checkpoint loads
 
-    def fail_publish(tensors, filename, metadata=None):
-        open(filename, "wb").write(b"partial")
+    def fail_publish(self, name, tensor):
+        self.file.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoints.publish, "save_file", fail_publish)
+    monkeypatch.setattr(StreamWriter, "write", fail_publish)
     ckpts = cfg.run_dir / "checkpoints"
     manifest = (ckpts / "manifest.json").read_text()
     step8 = (ckpts / "step8" / "strata.json").read_text()  # published before the first stop
