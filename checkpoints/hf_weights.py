@@ -73,7 +73,7 @@ def hf_plan(config: ModelConfig) -> Plan:
     for ours, theirs in _names(config):
         if ours[0] in tied:
             continue
-        fn = functools.partial(_fuse_qkv, n_heads=config.n_heads) if len(ours) == 3 else _same
+        fn = functools.partial(_fuse_qkv, n_heads=config.n_heads) if len(ours) == 3 else identity
         plan.append((theirs, ours, fn))
     for ours, theirs in _expert_layers(config):  # stacked (E, in, out) -> per expert (out, in)
         for w, proj in _EXPERTS:
@@ -82,7 +82,8 @@ def hf_plan(config: ModelConfig) -> Plan:
     return plan
 
 
-def _same(t: torch.Tensor) -> torch.Tensor:
+def identity(t: torch.Tensor) -> torch.Tensor:
+    """The output that is its input unchanged (most of them)."""
     return t
 
 

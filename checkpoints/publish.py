@@ -46,7 +46,7 @@ from torch.distributed.tensor import DTensor
 
 from checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
 from checkpoints.hf import check_hf_compatible, hf_config
-from checkpoints.hf_weights import Plan, _same, hf_plan
+from checkpoints.hf_weights import Plan, hf_plan, identity
 from checkpoints.safetensors_stream import Spec, StreamWriter
 from model import ModelConfig
 from tokenizer import Tokenizer
@@ -87,7 +87,7 @@ def weights_plan(config: ModelConfig, names: list[str]) -> Plan:
     if hf_incompatibility(config) is None:
         return hf_plan(config)
     tied = {"lm_head.weight"} if config.tie_embeddings else set()
-    return [(name, (name,), _same) for name in names if name not in tied]
+    return [(name, (name,), identity) for name in names if name not in tied]
 
 
 def write_weights(
@@ -106,22 +106,26 @@ def write_weights(
     writer = StreamWriter(path, _specs(plan, inputs), metadata) if path is not None else None
     held: dict[str, torch.Tensor | None] = {}
     failed: OSError | None = None
-    for i, (name, names, fn) in enumerate(plan):
-        for n in names:
-            if n not in held:
-                held[n] = fetch(n)
-        if writer is not None and failed is None:
-            try:
-                writer.write(name, fn(*(held[n] for n in names)).contiguous())
-            except OSError as err:
-                failed = err
-        for n in names:
-            if last_use[n] == i:
-                del held[n]
-    if writer is not None:
-        writer.close() if failed is None else writer.file.close()
+    try:
+        for i, (name, names, fn) in enumerate(plan):
+            for n in names:
+                if n not in held:
+                    held[n] = fetch(n)
+            if writer is not None and failed is None:
+                try:
+                    writer.write(name, fn(*(held[n] for n in names)).contiguous())
+                except OSError as err:
+                    failed = err
+            for n in names:
+                if last_use[n] == i:
+                    del held[n]
+    finally:
+        if writer is not None:
+            writer.file.close()
     if failed is not None:
         raise failed
+    if writer is not None:
+        writer.close()  # every output written
 
 
 def _specs(plan: Plan, inputs: dict[str, torch.Tensor]) -> list[Spec]:

@@ -214,7 +214,8 @@ class PublishConfig:
     async_write: bool = True
     """(Also spelled `async`.) Training waits only while the weights are gathered into CPU
     memory; rank 0 writes, hashes and renames the revision from a thread. Never two in
-    flight; a resume checkpoint of a later step waits for it."""
+    flight; a resume checkpoint of a later step waits for it. Sharded models above
+    `async_max_gb` are streamed synchronously instead."""
     async_max_gb: float = 8.0
     """A sharded model (2+ processes) whose fp32 weights pass this many GB is not copied
     whole into rank 0's memory for a background write: it is streamed into the file one

@@ -46,6 +46,7 @@ def test_int_accepted_for_float(tmp_path):
         ("train.dtype=fp16", "train.dtype = 'fp16': expected one of ('auto', 'bf16', 'fp32')"),
         ("train.param_dtype=fp16", "train.param_dtype = 'fp16': expected one of"),
         ("train.comm_timeout_s=0", "train.comm_timeout_s = 0.0: expected seconds > 0"),
+        ("publish.async_max_gb=-1", "publish.async_max_gb = -1.0: expected GB >= 0"),
     ],
 )
 def test_errors_name_the_key(override, expected):

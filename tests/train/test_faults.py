@@ -46,6 +46,19 @@ def weights(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def record_weights(monkeypatch) -> dict:
+    """{step: the weights after it}, filled as the run trains."""
+    seen, original = {}, Trainer.train_step
+
+    def record(self, step):
+        out = original(self, step)
+        seen[step + 1] = weights(self.model)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", record)
+    return seen
+
+
 def same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
@@ -55,15 +68,7 @@ def test_nan_steps_are_skipped_then_stop(tiny_config, monkeypatch):
     trainer = Trainer(cfg)
     bad = {3, 4, 9, 10, 11, 12}  # two skipped, then three in a row stop the run
     inject(trainer, monkeypatch, bad, lambda loss: loss * float("nan"))
-    seen = {}
-    original = Trainer.train_step
-
-    def record(self, step):
-        out = original(self, step)
-        seen[step + 1] = weights(self.model)
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", record)
+    seen = record_weights(monkeypatch)
     with pytest.raises(RunStopped, match="3 steps in a row had a non-finite loss"):
         trainer.fit()
     assert same(seen[3], seen[5]) and not same(seen[5], seen[6])  # 4, 5 skipped; 6 trained
@@ -114,15 +119,7 @@ def test_an_unfused_optimizer_skips_bad_steps_through_the_host(tiny_config, monk
     trainer.optimizer = torch.optim.AdamW(param_groups(trainer.model, 0.1), lr=1e-3)
     assert not trainer.optimizer.defaults["fused"]
     inject(trainer, monkeypatch, {2}, lambda loss: loss * float("nan"))
-    seen = {}
-    original = Trainer.train_step
-
-    def record(self, step):
-        out = original(self, step)
-        seen[step + 1] = weights(self.model)
-        return out
-
-    monkeypatch.setattr(Trainer, "train_step", record)
+    seen = record_weights(monkeypatch)
     trainer.fit()
     assert same(seen[2], seen[3]) and not same(seen[3], seen[4])
     assert read_metrics(cfg.run_dir)[-1]["skipped_steps"] == 1
