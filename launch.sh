@@ -78,7 +78,10 @@ else
     fi
     if [ "$NNODES" -gt 1 ]; then
         if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then
-            MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+            # The whole list, then its first line: `| head -n 1` would close the pipe
+            # early and, under pipefail, fail the script with scontrol's SIGPIPE (141).
+            HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST")
+            MASTER_ADDR=${HOSTS%%$'\n'*}
         fi
         : "${MASTER_ADDR:?launch.sh: set MASTER_ADDR (the rendezvous host) for NNODES=$NNODES}"
         CMD=("${TORCHRUN[@]}" --nnodes="$NNODES" --nproc_per_node="$NPROC"

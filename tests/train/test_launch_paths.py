@@ -14,7 +14,7 @@ from tests.train.runs import ENV, ROOT
 
 def stand_ins(tmp_path, gpus: int):
     """A PYTHON that reports `gpus` CUDA devices (and is the real one otherwise), and an
-    `scontrol` that expands a node list as SLURM's does."""
+    `scontrol` that expands a node list as SLURM's does (first node `node-a`)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     python = bin_dir / "python"
@@ -24,7 +24,10 @@ def stand_ins(tmp_path, gpus: int):
         f'exec {sys.executable} "$@"\n'
     )
     scontrol = bin_dir / "scontrol"
-    scontrol.write_text("#!/usr/bin/env bash\necho node-a; echo node-b\n")
+    # A big job's list (thousands of lines), so a reader that stops after the first
+    # line would break the pipe for certain rather than by chance.
+    nodes = "echo node-a; for i in {1..20000}; do echo node-$i; done"
+    scontrol.write_text(f"#!/usr/bin/env bash\n{nodes}\n")
     for f in (python, scontrol):
         f.chmod(f.stat().st_mode | stat.S_IEXEC)
     return python, bin_dir
