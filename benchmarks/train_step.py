@@ -9,17 +9,25 @@ Both models have the same shape (the preset, Llama family) and the same weights
 with the same fused AdamW (each side's default on torch >= 2.8), in the same process
 and thread count. They run alternately, `--steps` timed steps each per round, so that
 machine noise hits both alike; a step is forward + loss + backward + AdamW + zero_grad.
+Each side computes its loss its own default way: Strata's lm_head fused into chunked
+cross-entropy (`model.loss_chunk_size`, 1024; `--loss-chunk-size 0` for the plain loss),
+transformers' `cross_entropy` on the whole logits.
 Prints tokens/s per round, the medians, their ratio (Strata / transformers) and, with
 a peak FLOP/s known for the device (`--peak-tflops` or the trainer's table), MFU.
+A third contender, the "kernel floor", runs only the matmuls, attention kernels and
+AdamW that both models run (`kernel_floor`); its tokens/s over transformers' is the
+highest ratio any change outside those kernels could reach at this shape.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from checkpoints.hf import hf_config
 from checkpoints.hf_weights import to_hf_state_dict
@@ -68,6 +76,44 @@ def step_fn(model: torch.nn.Module, hf: bool, batch: torch.Tensor, dtype: torch.
     return step
 
 
+def kernel_floor(config: ModelConfig, batch: torch.Tensor, dtype: torch.dtype):
+    """A step of nothing but the work no implementation of this shape can skip: every
+    linear's three matmuls (forward, input gradient, weight gradient), the attention
+    kernel forward and backward, and fused AdamW over the same parameters. Any model
+    running these kernels is slower than this, so transformers' time over this one's
+    bounds the ratio any Strata change can reach without touching the kernels."""
+    c, dev = config, batch.device
+    B, T = batch.shape[0], batch.shape[1] - 1
+    dq, dkv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+    per_layer = [(c.d_model, dq), (c.d_model, dkv), (c.d_model, dkv), (dq, c.d_model)]
+    per_layer += [(c.d_model, c.d_ff), (c.d_model, c.d_ff), (c.d_ff, c.d_model)]
+    shapes = per_layer * c.n_layers + [(c.d_model, c.padded_vocab_size)]
+    x = {i: torch.randn(B * T, i, device=dev, dtype=dtype) for i in {s[0] for s in shapes}}
+    g = {o: torch.randn(B * T, o, device=dev, dtype=dtype) for o in {s[1] for s in shapes}}
+    weights = [torch.randn(o, i, device=dev, dtype=dtype) * i**-0.5 for i, o in shapes]
+    params = [torch.nn.Parameter(torch.zeros_like(w)) for w in weights]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+
+    def qkv(h: int) -> torch.Tensor:
+        return torch.randn(B, h, T, c.head_dim, device=dev, dtype=dtype, requires_grad=True)
+
+    q, k, v = qkv(c.n_heads), qkv(c.n_kv_heads), qkv(c.n_kv_heads)
+    dout = torch.randn(B, c.n_heads, T, c.head_dim, device=dev, dtype=dtype)
+    gqa = c.n_kv_heads != c.n_heads
+
+    def step() -> None:
+        for (i, o), w, p in zip(shapes, weights, params, strict=True):
+            x[i] @ w.T  # forward (N, o)
+            g[o] @ w  # input gradient (N, i)
+            p.grad = g[o].T @ x[i]  # weight gradient (o, i)
+        for _ in range(c.n_layers):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            torch.autograd.grad(out, (q, k, v), dout)
+        opt.step()
+
+    return step
+
+
 def timed(step, n: int, device: str) -> float:
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     sync()
@@ -90,6 +136,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--peak-tflops", type=float, default=0.0)
+    p.add_argument(
+        "--loss-chunk-size", type=int, default=None,
+        help="Strata's model.loss_chunk_size (default: the config's, 1024; 0 = plain loss)",
+    )  # fmt: skip
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -101,6 +151,8 @@ def main() -> None:
         )  # fmt: skip
     else:
         config = ModelConfig.from_preset(args.preset, max_seq_len=max(args.seq_len, 256))
+    if args.loss_chunk_size is not None:
+        config = dataclasses.replace(config, loss_chunk_size=args.loss_chunk_size)
     if config.family != "llama":
         raise SystemExit(f"--preset {args.preset}: a Llama-family preset is needed")
     ours, theirs = build_pair(config, args.device)
@@ -112,6 +164,7 @@ def main() -> None:
     steps = {
         "strata": step_fn(ours, False, batch, dtype),
         "transformers": step_fn(theirs, True, batch, dtype),
+        "kernel floor": kernel_floor(config, batch, dtype),
     }
     tokens = args.batch * args.seq_len * args.steps
     rates: dict[str, list[float]] = {name: [] for name in steps}
@@ -124,12 +177,15 @@ def main() -> None:
     n_params = sum(p.numel() for p in ours.parameters())
     shape = f"batch {args.batch} x {args.seq_len}, {args.device} {args.dtype}"
     print(f"\n{args.preset}: {n_params / 1e6:.1f}M params, {shape}, {args.threads} threads")
+    print(f"  Strata's loss_chunk_size: {config.loss_chunk_size}")
     median = {n: statistics.median(v) for n, v in rates.items()}
     peak = peak_flops(torch.device(args.device), args.peak_tflops)
     for name, value in median.items():
         mfu = f", MFU {flops * value / peak:.1%}" if peak and flops else ""
         print(f"  {name:13s} {value:12,.0f} tokens/s (median of {args.rounds} rounds){mfu}")
     print(f"  ratio strata / transformers: {median['strata'] / median['transformers']:.2f}")
+    ceiling = median["kernel floor"] / median["transformers"]
+    print(f"  the most any model running these kernels can reach: {ceiling:.2f}")
 
 
 if __name__ == "__main__":

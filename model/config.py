@@ -165,8 +165,9 @@ class ModelConfig:
     """Init scheme: "llama", "neox" (small_init + wang_init) or "olmo2" (see model/init.py)."""
     z_loss: float = 0.0
     """Coefficient of PaLM's z-loss, mean of log(Z)^2 over real targets, added to the loss."""
-    loss_chunk_size: int = 0
-    """0: plain loss; > 0: loss over chunks of this many positions (logits never whole)."""
+    loss_chunk_size: int = 1024
+    """> 0: lm_head fused into the loss over chunks of this many positions (logits never
+    whole, gradients computed in forward; model/loss.py); 0: plain loss on whole logits."""
     document_mask: bool = False
     """When true the trainer passes segment ids so attention never crosses an EOS boundary."""
     moe: MoEConfig | None = None

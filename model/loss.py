@@ -11,22 +11,28 @@ Design choices:
 - Plain form (`loss_from_logits`): from the (B, T, V) logits the model returns. With
   z_loss == 0 it is one `F.cross_entropy` call, exactly as before.
 - Chunked form (`chunked_loss`), for `loss_chunk_size > 0`: from the final hidden
-  states and the lm_head weight, `chunk_size` positions at a time. Each chunk's
-  lm_head matmul, float32 cast, softmax statistics and gradient run inside
-  `torch.utils.checkpoint` (non-reentrant), which keeps only the chunk's inputs (a
-  view of the hidden states and the weight) and recomputes the logits in backward.
-  So at most one chunk's (chunk_size, V) logits exist at a time, in forward and in
-  backward, at the price of a second lm_head matmul per chunk. Sums per chunk, one
-  division by the number of real targets at the end: equal to the plain loss (and
-  its gradients) up to float rounding. The whole-batch logits are never built, so
-  the model returns None in their place.
+  states and the lm_head weight, `chunk_size` positions at a time, with the lm_head
+  matmul fused into the loss (as Liger's and torchtune's fused linear cross-entropy):
+  when a gradient is wanted, each chunk's gradient is computed in the forward pass,
+  right after its logits, from the closed form
+      d/dlogits [lse - logit_target + z * lse^2] = softmax * (1 + 2 z lse) - onehot,
+  and turned at once into that chunk's share of the hidden-state gradient (G @ W) and
+  of the weight gradient (G^T @ h, summed over chunks in float32). Backward then only
+  scales the two saved gradients by the incoming one. So at most one chunk's (chunk_size,
+  V) logits exist at a time, no logits are recomputed, and the lm_head costs the same
+  three matmuls as the plain form; what it saves is memory and the separate softmax,
+  log-softmax-backward and zero-filled gradient passes over the whole (N, V) logits.
+  Under autocast the matmuls run in the autocast dtype as `F.linear` would; the
+  returned gradients have the inputs' dtypes. Without a gradient (no_grad, eval) it
+  only sums the loss. Sums per chunk, one division by the number of real targets at
+  the end: equal to the plain loss and its gradients up to float rounding. The
+  whole-batch logits are never built, so the model returns None in their place.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 
@@ -36,17 +42,13 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _sums(logits: torch.Tensor, targets: torch.Tensor, z_loss: float):
-    """(sum of cross-entropy, sum of z_loss * log(Z)^2) over real targets; logits (N, V)."""
+def _stats(logits: torch.Tensor, targets: torch.Tensor, z_loss: float):
+    """(sum of ce, sum of z_loss * lse^2, lse (N,), upcast logits (N, V)) over real targets."""
     logits = _upcast(logits)  # (N, V)
-    if z_loss == 0.0:
-        ce = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return ce, ce.new_zeros(())
     real = targets != IGNORE_INDEX  # (N,)
     lse = logits.logsumexp(dim=-1)  # (N,) log Z
     picked = logits.gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)  # (N,)
-    ce = ((lse - picked) * real).sum()
-    return ce, z_loss * (lse.square() * real).sum()
+    return ((lse - picked) * real).sum(), z_loss * (lse.square() * real).sum(), lse, logits
 
 
 def loss_from_logits(
@@ -57,16 +59,69 @@ def loss_from_logits(
     if z_loss == 0.0:
         ce = F.cross_entropy(_upcast(logits), targets, ignore_index=IGNORE_INDEX)
         return ce, ce.new_zeros(()).detach()
-    ce, z = _sums(logits, targets, z_loss)
+    ce, z, _, _ = _stats(logits, targets, z_loss)
     n = (targets != IGNORE_INDEX).sum()
     return (ce + z) / n, (z / n).detach()
 
 
-def _chunk_sums(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int, z_loss: float
-):
-    logits = F.linear(hidden, weight)[:, :vocab]  # (n, V): one chunk only
-    return _sums(logits, targets, z_loss)
+def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype `F.linear(hidden, weight)` would compute in (autocast's when it is on)."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+def _grad_in_place(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, z: float):
+    """d(sum over real targets of ce + z * lse^2) / d logits, written over `logits`.
+
+    logits (n, V) at least float32, lse (n,), targets (n,) -> (n, V)."""
+    real = (targets != IGNORE_INDEX).to(logits.dtype)  # (n,)
+    probs = logits.sub_(lse[:, None]).exp_()  # (n, V) softmax
+    probs.mul_((real * (1.0 + 2.0 * z * lse))[:, None])
+    return probs.scatter_add_(-1, targets.clamp(min=0)[:, None], -real[:, None])
+
+
+class _FusedLinearLoss(torch.autograd.Function):
+    """(sum of ce + z term, sum of z term) from hidden (N, C), weight (V_pad, C), targets
+    (N,); the gradients are computed in forward, chunk by chunk (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, vocab: int, z_loss: float, chunk: int, dtype):
+        need_h, need_w = ctx.needs_input_grad[:2]
+        acc = torch.promote_types(dtype, torch.float32)  # sums and the weight gradient
+        w = weight[:vocab].to(dtype)  # (V, C)
+        grad_h = torch.empty_like(hidden) if need_h else None  # (N, C)
+        grad_w = weight.new_zeros(weight.shape, dtype=acc) if need_w else None  # (V_pad, C)
+        ce = z = hidden.new_zeros((), dtype=acc)
+        for start in range(0, hidden.size(0), chunk):
+            h, t = hidden[start : start + chunk].to(dtype), targets[start : start + chunk]
+            ce_c, z_c, lse, logits = _stats(h @ w.T, t, z_loss)  # logits (n, V)
+            ce, z = ce + ce_c, z + z_c
+            g = _grad_in_place(logits, lse, t, z_loss).to(dtype)  # (n, V)
+            if need_h:
+                grad_h[start : start + chunk] = g @ w  # (n, C)
+            if need_w:
+                grad_w[:vocab] += (g.T @ h).to(acc)  # (V, C)
+        ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
+        return ce + z, z
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_z):
+        grad_h, grad_w = ctx.saved_tensors
+        scaled = [None if g is None else g * grad_total.to(g.dtype) for g in (grad_h, grad_w)]
+        return *scaled, None, None, None, None, None
+
+
+def _loss_only(hidden, weight, targets, vocab: int, z_loss: float, chunk: int, dtype):
+    """The sums of `_FusedLinearLoss` without any gradient work (no_grad, eval)."""
+    w = weight[:vocab].to(dtype)  # (V, C)
+    ce = z = hidden.new_zeros((), dtype=torch.promote_types(dtype, torch.float32))
+    for start in range(0, hidden.size(0), chunk):
+        h, t = hidden[start : start + chunk].to(dtype), targets[start : start + chunk]
+        ce_c, z_c, _, _ = _stats(h @ w.T, t, z_loss)
+        ce, z = ce + ce_c, z + z_c
+    return ce + z, z
 
 
 def chunked_loss(
@@ -80,21 +135,14 @@ def chunked_loss(
     """(total loss, z term) from hidden (B, T, C), lm_head weight (V_pad, C), targets (B, T).
 
     Logits are `hidden @ weight.T` sliced to `vocab_size`, built `chunk_size` positions
-    at a time and recomputed in backward (see the module docstring).
+    at a time; when a gradient is wanted, each chunk's gradient is computed as it goes
+    (see the module docstring).
     """
     hidden, targets = hidden.flatten(0, 1), targets.flatten()  # (N, C), (N,)
-    ce = z = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
-    for start in range(0, hidden.size(0), chunk_size):
-        end = start + chunk_size
-        ce_c, z_c = checkpoint(
-            _chunk_sums,
-            hidden[start:end],
-            weight,
-            targets[start:end],
-            vocab_size,
-            z_loss,
-            use_reentrant=False,
-        )
-        ce, z = ce + ce_c, z + z_c
+    dtype = _compute_dtype(hidden, weight)
+    args = (hidden, weight, targets, vocab_size, z_loss, chunk_size, dtype)
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit here
+        total, z = _FusedLinearLoss.apply(*args) if grad else _loss_only(*args)
     n = (targets != IGNORE_INDEX).sum()
-    return (ce + z) / n, (z / n).detach()
+    return total / n, (z / n).detach()

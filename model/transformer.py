@@ -25,8 +25,9 @@ Design choices:
 - The loss (`model/loss.py`) is mean cross-entropy in float32 with ignore_index=-100,
   plus PaLM's z-loss when `config.z_loss > 0`; forward returns the total and keeps
   the z term (already scaled by z_loss, detached) in `model.last_z_loss` for logging.
-  With `config.loss_chunk_size > 0` the loss is computed in chunks from the hidden
-  states and forward returns `(None, loss)`: the whole-batch logits are never built.
+  With `config.loss_chunk_size > 0` (the default) the loss is computed in chunks from
+  the hidden states, the lm_head fused into it, and forward returns `(None, loss)`:
+  the whole-batch logits are never built. `loss_chunk_size = 0` returns them.
 - `segment_ids` (B, T) pass straight through to the attention kernel (document
   masking); the model never builds them.
 - Mixture of experts (`config.moe`, model/moe.py): block i holds an `MoE` instead of the

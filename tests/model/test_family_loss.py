@@ -11,6 +11,8 @@ V = 500  # padded to 512: the padding rows must stay out of the loss
 
 
 def build(dtype=torch.float32, **overrides):
+    """The debug model; the plain loss on whole logits unless loss_chunk_size is given."""
+    overrides.setdefault("loss_chunk_size", 0)
     model = GPT(ModelConfig.from_preset("debug", vocab_size=V, **overrides))
     model.init_weights(seed=0)
     return model.to(dtype)
@@ -127,3 +129,53 @@ def test_chunked_loss_never_keeps_whole_batch_logits():
     full_logits = 80 * V
     assert max_saved_numel(build(), idx, targets) >= full_logits
     assert max_saved_numel(build(loss_chunk_size=16), idx, targets) < full_logits
+
+
+def test_fused_chunked_loss_gradcheck():
+    """The gradients computed in the forward pass against finite differences (float64),
+    through a non-unit upstream gradient, with ignored targets and padded vocab rows."""
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(12, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    targets = torch.randint(0, 10, (2, 5), generator=g)
+    targets[1, 1:3] = -100
+
+    def f(h, w):
+        return 3.0 * chunked_loss(h, w, targets, 10, z_loss=0.1, chunk_size=3)[0]
+
+    assert torch.autograd.gradcheck(f, (hidden, weight))
+    f(hidden, weight).backward()
+    assert torch.all(weight.grad[10:] == 0)  # padding rows are never in the loss
+
+
+def test_fused_chunked_loss_with_a_frozen_weight():
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(4, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(20, 8, dtype=torch.float64, generator=g)  # no gradient wanted
+    targets = torch.randint(0, 20, (4,), generator=g)
+    loss, _ = chunked_loss(hidden[None], weight, targets[None], 20, 0.0, chunk_size=3)
+    loss.backward()
+    ref = hidden.detach().clone().requires_grad_()
+    F.cross_entropy(ref @ weight.T, targets).backward()
+    torch.testing.assert_close(hidden.grad, ref.grad)
+    assert weight.grad is None
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-3])
+def test_fused_chunked_loss_under_bf16_autocast(z_loss):
+    """Under autocast the matmuls run in bf16 as F.linear's would; loss and gradients
+    track the plain path to bf16 precision, and gradients keep the parameters' dtype."""
+    idx, targets = batch()
+    plain = build(z_loss=z_loss)
+    chunked = build(z_loss=z_loss, loss_chunk_size=16)
+    with torch.autocast("cpu", torch.bfloat16):
+        _, loss_p = plain(idx, targets)
+        _, loss_c = chunked(idx, targets)
+    torch.testing.assert_close(loss_c, loss_p, atol=2e-2, rtol=1e-2)
+    loss_p.backward()
+    loss_c.backward()
+    for name, p in chunked.named_parameters():
+        ref = dict(plain.named_parameters())[name].grad
+        assert p.grad.dtype == torch.float32, name
+        cos = F.cosine_similarity(p.grad.flatten(), ref.flatten(), dim=0)
+        assert cos > 0.99, (name, cos.item())

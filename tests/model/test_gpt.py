@@ -15,17 +15,21 @@ def build(seed=0, **overrides):
 
 
 def test_output_shapes_and_loss():
-    model = build(vocab_size=500)  # padded to 512 internally
+    model = build(vocab_size=500, loss_chunk_size=0)  # padded to 512 internally
     idx = torch.randint(0, 500, (3, 17))
     logits = model(idx)
     assert logits.shape == (3, 17, 500) and logits.dtype == torch.float32
     logits2, loss = model(idx, idx)
     assert torch.equal(logits, logits2)
     assert loss.shape == () and loss.dtype == torch.float32
+    # The default (fused, chunked) loss builds no logits and gives the same loss.
+    none, fused = build(vocab_size=500)(idx, idx)
+    assert none is None and fused.shape == () and fused.dtype == torch.float32
+    torch.testing.assert_close(fused, loss)
 
 
 def test_vocab_padding():
-    model = build(vocab_size=500)
+    model = build(vocab_size=500, loss_chunk_size=0)
     assert model.tok_embeddings.weight.shape == (512, 64)
     assert model.lm_head.weight.shape == (512, 64)
     # The loss only sees the real vocab: same as cross-entropy over sliced logits.

@@ -107,7 +107,7 @@ def test_layout_defaults_are_llama():
                                                               "swiglu", False)  # fmt: skip
     assert (d.parallel_residual, d.rotary_pct, d.qk_norm) == (False, 1.0, False)
     assert (d.norm_placement, d.init) == ("pre", "llama")
-    assert (d.z_loss, d.loss_chunk_size, d.document_mask) == (0.0, 0, False)
+    assert (d.z_loss, d.loss_chunk_size, d.document_mask) == (0.0, 1024, False)
     assert d.rotary_dims == d.head_dim
 
 

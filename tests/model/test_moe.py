@@ -313,7 +313,8 @@ def test_every_picks_blocks():
 # (i) GPT with debug-moe.
 def test_gpt_loss_includes_router_losses_and_counts():
     torch.manual_seed(0)
-    model = GPT(ModelConfig.from_preset("debug-moe", moe={"z_loss_coef": 0.01}))
+    config = ModelConfig.from_preset("debug-moe", moe={"z_loss_coef": 0.01}, loss_chunk_size=0)
+    model = GPT(config)
     idx, targets = torch.randint(0, 512, (2, 16)), torch.randint(0, 512, (2, 16))
     logits, loss = model(idx, targets)
     ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
