@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in two halves of under 10 minutes each (one device call
 # each): `run` = the GPU-only tests, a short bf16 training run through launch.sh on the
-# default data and checkpoint writes of a 1B model; `speed` = the training step against
+# default data, plain against fused cross-entropy at a 50k vocabulary and checkpoint
+# writes of a 1B model; `speed` = the training step against
 # transformers (eager and compiled, 124M-class and 1B shapes, with MFU), attention
 # backends and MoE. Each part has its own time limit and a failure does not stop the
 # others; the log goes to $OUT/gpu_check-HALF.log (or runs/) for BENCHMARKS.md.
@@ -28,8 +29,10 @@ echo "== $(date -u +%F) $(nvidia-smi --query-gpu=name,memory.total,driver_versio
 if [ "$HALF" = run ]; then
     part 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/model/test_attention_backend.py \
         tests/train/test_no_sync.py tests/train/test_devices.py
-    part 240 env PYTHON="$PYTHON" STUDY=0 ./launch.sh configs/debug.toml run.name=gpu-check \
+    part 200 env PYTHON="$PYTHON" STUDY=0 ./launch.sh configs/debug.toml run.name=gpu-check \
         train.max_steps=100 log.every=20
+    part 40 "$PYTHON" benchmarks/loss.py --device cuda --dtype bf16 --vocab 50304 \
+        --positions 16384 --d-model 2048 --chunks 0,4096,1024
     part 180 "$PYTHON" benchmarks/checkpoint.py --preset pythia-1b --device cuda --repeat 2
 else
     part 110 "$PYTHON" benchmarks/train_step.py --preset llama-130m --device cuda \

@@ -1,7 +1,8 @@
 """The language-model head and loss: plain cross-entropy against the chunked, fused form.
 
     PYTHONPATH=. python benchmarks/loss.py                        # CPU, fp32, 2 threads
-    PYTHONPATH=. python benchmarks/loss.py --vocab 50304 --positions 8192 --device cuda
+    PYTHONPATH=. python benchmarks/loss.py --device cuda --dtype bf16 --vocab 50304 \
+        --positions 16384 --d-model 2048
 
 Times forward + backward of final hidden states (N, C) -> lm_head -> loss
 (`model.loss`: `loss_from_logits` on whole logits, or `chunked_loss` with
@@ -24,6 +25,8 @@ import torch
 
 from model.loss import chunked_loss, loss_from_logits
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 def one_case(args: argparse.Namespace) -> dict:
     """Run one configuration in this process; returns seconds, extra peak memory, loss."""
@@ -31,8 +34,9 @@ def one_case(args: argparse.Namespace) -> dict:
     dev = torch.device(args.device)
     g = torch.Generator(device=dev).manual_seed(0)
     N, C, V = args.positions, args.d_model, args.vocab
-    hidden = torch.randn(N, C, device=dev, generator=g).requires_grad_()
-    weight = (torch.randn(V, C, device=dev, generator=g) * C**-0.5).requires_grad_()
+    dtype = DTYPES[args.dtype]
+    hidden = torch.randn(N, C, device=dev, generator=g).to(dtype).requires_grad_()
+    weight = (torch.randn(V, C, device=dev, generator=g) * C**-0.5).to(dtype).requires_grad_()
     targets = torch.randint(0, V, (1, N), device=dev, generator=g)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
@@ -74,6 +78,7 @@ def _memory(dev: torch.device, reset: bool = False) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="hidden and weight")
     p.add_argument("--positions", type=int, default=4096, help="N = batch x sequence length")
     p.add_argument("--d-model", type=int, default=384)
     p.add_argument("--vocab", type=int, default=32000)
@@ -88,7 +93,7 @@ def main() -> None:
         return
 
     shape = f"N={args.positions}, d_model={args.d_model}, vocab={args.vocab}"
-    print(f"{shape}, z_loss={args.z_loss}, {args.device}, {args.threads} threads")
+    print(f"{shape}, z_loss={args.z_loss}, {args.device} {args.dtype}, {args.threads} threads")
     plain = None
     for chunk in (int(c) for c in args.chunks.split(",")):
         cmd = [sys.executable, *sys.argv, "--chunk", str(chunk)]

@@ -26,6 +26,7 @@ run "$PYTHON" benchmarks/moe.py --rounds 3 --steps 2
 run "$PYTHON" benchmarks/data.py --steps 300
 run "$PYTHON" benchmarks/checkpoint.py --preset llama-60m --repeat 2
 run "$PYTHON" benchmarks/attention.py
+run "$PYTHON" benchmarks/loss.py
 
 if "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo; echo "== GPU"
@@ -36,6 +37,8 @@ if "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else
     run "$PYTHON" benchmarks/moe.py --device cuda --dtype bf16 --batch 16 --seq-len 1024
     run "$PYTHON" benchmarks/checkpoint.py --preset llama-1b --device cuda
     run "$PYTHON" benchmarks/attention.py --device cuda --dtype bf16 --seq-len 2048 --batch 8
+    run "$PYTHON" benchmarks/loss.py --device cuda --dtype bf16 --vocab 50304 \
+        --positions 16384 --d-model 2048
 else
     echo; echo "== GPU: none visible, GPU cases skipped"
 fi

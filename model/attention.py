@@ -64,10 +64,12 @@ class Attention(nn.Module):
         q, k, v = self.wq(x), self.wk(x), self.wv(x)  # (B, T, H*D), (B, T, Hkv*D) x 2
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)  # over all heads at once
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        q = q.view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, D)
+        # rotary while the heads are still contiguous, then heads first for the kernel
+        q, k = apply_rotary(q, cos, sin, seq_dim=1), apply_rotary(k, cos, sin, seq_dim=1)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D), (B, Hkv, T, D)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         causal = True
         if cache is not None:
             if cache.start > 0 and T > 1:

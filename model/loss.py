@@ -72,14 +72,20 @@ def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(hidden.dtype, weight.dtype)
 
 
-def _grad_in_place(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, z: float):
-    """d(sum over real targets of ce + z * lse^2) / d logits, written over `logits`.
-
-    logits (n, V) at least float32, lse (n,), targets (n,) -> (n, V)."""
+def _loss_and_grad_in_place(logits: torch.Tensor, targets: torch.Tensor, z: float):
+    """(sum of ce, sum of z * lse^2, their gradient wrt logits) over real targets; the
+    gradient, softmax * (1 + 2 z lse) - onehot, is written over `logits` (n, V), which
+    must be at least float32. A few passes over the chunk and no temporaries of its size."""
     real = (targets != IGNORE_INDEX).to(logits.dtype)  # (n,)
-    probs = logits.sub_(lse[:, None]).exp_()  # (n, V) softmax
-    probs.mul_((real * (1.0 + 2.0 * z * lse))[:, None])
-    return probs.scatter_add_(-1, targets.clamp(min=0)[:, None], -real[:, None])
+    index = targets.clamp(min=0)[:, None]  # (n, 1)
+    picked = logits.gather(-1, index).squeeze(-1)  # (n,)
+    top = logits.amax(dim=-1)  # (n,)
+    probs = logits.sub_(top[:, None]).exp_()  # (n, V) unnormalised softmax
+    total = probs.sum(dim=-1)  # (n,)
+    lse = top + total.log()  # (n,) log Z
+    probs.mul_((real * (1.0 + 2.0 * z * lse) / total)[:, None])
+    grad = probs.scatter_add_(-1, index, -real[:, None])
+    return ((lse - picked) * real).sum(), z * (lse.square() * real).sum(), grad
 
 
 class _FusedLinearLoss(torch.autograd.Function):
@@ -96,9 +102,8 @@ class _FusedLinearLoss(torch.autograd.Function):
         ce = z = hidden.new_zeros((), dtype=acc)
         for start in range(0, hidden.size(0), chunk):
             h, t = hidden[start : start + chunk].to(dtype), targets[start : start + chunk]
-            ce_c, z_c, lse, logits = _stats(h @ w.T, t, z_loss)  # logits (n, V)
-            ce, z = ce + ce_c, z + z_c
-            g = _grad_in_place(logits, lse, t, z_loss).to(dtype)  # (n, V)
+            ce_c, z_c, g = _loss_and_grad_in_place(_upcast(h @ w.T), t, z_loss)  # g (n, V)
+            ce, z, g = ce + ce_c, z + z_c, g.to(dtype)
             if need_h:
                 grad_h[start : start + chunk] = g @ w  # (n, C)
             if need_w:

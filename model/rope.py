@@ -42,19 +42,49 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rotate(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """(x1 c - x2 s, x2 c + x1 s, rest) for x (..., D) and half tables c, s (T, R/2)."""
+    h = c.size(-1)
+    x1, x2 = x[..., :h], x[..., h : 2 * h]  # (B, H, T, R/2) each
+    parts = [x1 * c - x2 * s, x2 * c + x1 * s]
+    if 2 * h < x.size(-1):
+        parts.append(x[..., 2 * h :])  # (B, H, T, D - R) pass through
+    return torch.cat(parts, dim=-1)
+
+
+class _Rotary(torch.autograd.Function):
+    """Rotation by the position's angle; its gradient is the rotation by minus that angle.
+    Keeps only the tables for backward, never x (autograd would keep x and build x's
+    gradient from zero-filled slices)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(c, s)
+        return _rotate(x, c, s)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        c, s = ctx.saved_tensors
+        return _rotate(grad, c, -s), None, None
+
+
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seq_dim: int = -2
+) -> torch.Tensor:
     """Rotate x (B, H, T, D) by position; cos/sin are (T, R) tables, R <= D dims rotate.
 
-    With R < D only the first R dims of each head rotate; the other D - R pass through.
-    Computed on the two halves directly, (x1 c - x2 s, x2 c + x1 s), which is bit for bit
-    `x * cos + rotate_half(x) * sin` (a + (-b) == a - b) with half the multiplications
-    and no negated copy.
+    `seq_dim` is where T sits in x: -2 for (B, H, T, D), 1 for (B, T, H, D), the layout
+    the projections come out in (contiguous, so the elementwise work streams through
+    memory instead of striding over heads). With R < D only the first R dims of each head
+    rotate; the other D - R pass through. Computed on the two halves directly,
+    (x1 c - x2 s, x2 c + x1 s), which is bit for bit `x * cos + rotate_half(x) * sin`
+    (a + (-b) == a - b) with half the multiplications and no negated copy. The backward
+    pass is the same rotation with -sin (`_Rotary`).
     """
-    R = cos.size(-1)
-    h = R // 2
+    h = cos.size(-1) // 2
     c, s = cos[:, :h].to(x.dtype), sin[:, :h].to(x.dtype)  # (T, R/2): the halves repeat
-    x1, x2 = x[..., :h], x[..., h:R]  # (B, H, T, R/2) each
-    parts = [x1 * c - x2 * s, x2 * c + x1 * s]
-    if R < x.size(-1):
-        parts.append(x[..., R:])  # (B, H, T, D - R) pass through
-    return torch.cat(parts, dim=-1)
+    between = x.dim() - 2 - seq_dim % x.dim()  # dims between T and D: 0, or 1 (heads)
+    c, s = c.view(-1, *[1] * between, h), s.view(-1, *[1] * between, h)  # (T, [1,] R/2)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Rotary.apply(x, c, s)
+    return _rotate(x, c, s)

@@ -112,3 +112,25 @@ def test_rotary_equals_the_rotate_half_form_bit_for_bit(dtype, rotary):
     rot = x[..., :rotary] * c + rotate_half(x[..., :rotary]) * s
     expected = torch.cat((rot, x[..., rotary:]), dim=-1)
     assert torch.equal(apply_rotary(x, cos, sin), expected)
+
+
+@pytest.mark.parametrize("rotary", [16, 8])
+def test_rotary_backward_is_the_inverse_rotation(rotary):
+    """`apply_rotary`'s own backward (rotation by -angle) against autograd through the
+    rotate_half form, in float64, in both layouts; (B, T, H, D) equals (B, H, T, D)."""
+    from model.rope import rotate_half
+
+    x = torch.randn(2, 3, 12, 16, dtype=torch.float64, requires_grad=True)  # (B, H, T, D)
+    cos, sin = (t.double() for t in rope_tables(rotary, 12))
+    grad = torch.randn(2, 3, 12, 16, dtype=torch.float64)
+    ref_x = x.detach().clone().requires_grad_()
+    rot = ref_x[..., :rotary] * cos + rotate_half(ref_x[..., :rotary]) * sin
+    torch.cat((rot, ref_x[..., rotary:]), dim=-1).backward(grad)
+    apply_rotary(x, cos, sin).backward(grad)
+    torch.testing.assert_close(x.grad, ref_x.grad, atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: apply_rotary(t, cos, sin), (x,))
+    heads_last = x.detach().transpose(1, 2).requires_grad_()  # (B, T, H, D)
+    out = apply_rotary(heads_last, cos, sin, seq_dim=1)
+    torch.testing.assert_close(out.transpose(1, 2), apply_rotary(x.detach(), cos, sin))
+    out.backward(grad.transpose(1, 2))
+    torch.testing.assert_close(heads_last.grad.transpose(1, 2), ref_x.grad)
