@@ -84,8 +84,12 @@ def _loss_and_grad_in_place(logits: torch.Tensor, targets: torch.Tensor, z: floa
     total = probs.sum(dim=-1)  # (n,)
     lse = top + total.log()  # (n,) log Z
     probs.mul_((real * (1.0 + 2.0 * z * lse) / total)[:, None])
-    grad = probs.scatter_add_(-1, index, -real[:, None])
-    return ((lse - picked) * real).sum(), z * (lse.square() * real).sum(), grad
+    # minus one at each target, through the flat view: a 1-D scatter_add_ is
+    # deterministic on CUDA too (train.deterministic)
+    n, V = probs.shape
+    flat = torch.arange(n, device=probs.device) * V + index.squeeze(-1)  # (n,)
+    probs.view(-1).scatter_add_(0, flat, -real)
+    return ((lse - picked) * real).sum(), z * (lse.square() * real).sum(), probs
 
 
 class _FusedLinearLoss(torch.autograd.Function):
