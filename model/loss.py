@@ -42,13 +42,13 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _stats(logits: torch.Tensor, targets: torch.Tensor, z_loss: float):
-    """(sum of ce, sum of z_loss * lse^2, lse (N,), upcast logits (N, V)) over real targets."""
+def _sums(logits: torch.Tensor, targets: torch.Tensor, z_loss: float):
+    """(sum of cross-entropy, sum of z_loss * log(Z)^2) over real targets; logits (N, V)."""
     logits = _upcast(logits)  # (N, V)
     real = targets != IGNORE_INDEX  # (N,)
     lse = logits.logsumexp(dim=-1)  # (N,) log Z
     picked = logits.gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)  # (N,)
-    return ((lse - picked) * real).sum(), z_loss * (lse.square() * real).sum(), lse, logits
+    return ((lse - picked) * real).sum(), z_loss * (lse.square() * real).sum()
 
 
 def loss_from_logits(
@@ -59,7 +59,7 @@ def loss_from_logits(
     if z_loss == 0.0:
         ce = F.cross_entropy(_upcast(logits), targets, ignore_index=IGNORE_INDEX)
         return ce, ce.new_zeros(()).detach()
-    ce, z, _, _ = _stats(logits, targets, z_loss)
+    ce, z = _sums(logits, targets, z_loss)
     n = (targets != IGNORE_INDEX).sum()
     return (ce + z) / n, (z / n).detach()
 
@@ -110,8 +110,10 @@ class _FusedLinearLoss(torch.autograd.Function):
             ce, z, g = ce + ce_c, z + z_c, g.to(dtype)
             if need_h:
                 grad_h[start : start + chunk] = g @ w  # (n, C)
-            if need_w:
-                grad_w[:vocab] += (g.T @ h).to(acc)  # (V, C)
+            if need_w and acc == dtype:
+                grad_w[:vocab].addmm_(g.T, h)  # (V, C), in place
+            elif need_w:
+                grad_w[:vocab] += (g.T @ h).to(acc)  # (V, C), half-precision product
         ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
         return ce + z, z
 
@@ -128,7 +130,7 @@ def _loss_only(hidden, weight, targets, vocab: int, z_loss: float, chunk: int, d
     ce = z = hidden.new_zeros((), dtype=torch.promote_types(dtype, torch.float32))
     for start in range(0, hidden.size(0), chunk):
         h, t = hidden[start : start + chunk].to(dtype), targets[start : start + chunk]
-        ce_c, z_c, _, _ = _stats(h @ w.T, t, z_loss)
+        ce_c, z_c = _sums(h @ w.T, t, z_loss)
         ce, z = ce + ce_c, z + z_c
     return ce + z, z
 

@@ -43,12 +43,13 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rotate(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """(x1 c - x2 s, x2 c + x1 s, rest) for x (..., D) and half tables c, s (T, R/2)."""
+    """(x1 c - x2 s, x2 c + x1 s, rest) for x (..., D) and half tables c, s (T, [1,] R/2)
+    that broadcast against x's leading dims."""
     h = c.size(-1)
-    x1, x2 = x[..., :h], x[..., h : 2 * h]  # (B, H, T, R/2) each
+    x1, x2 = x[..., :h], x[..., h : 2 * h]  # (..., R/2) each
     parts = [x1 * c - x2 * s, x2 * c + x1 * s]
     if 2 * h < x.size(-1):
-        parts.append(x[..., 2 * h :])  # (B, H, T, D - R) pass through
+        parts.append(x[..., 2 * h :])  # (..., D - R) pass through
     return torch.cat(parts, dim=-1)
 
 
