@@ -25,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
-strata() { "$PYTHON" -m train.cli "$@"; }
+strata() { "$PYTHON" -m strata.cli "$@"; }
 
 QUICKSTART=$(( $# == 0 ))
 CONFIG=${1:-configs/quickstart.toml}
@@ -60,7 +60,7 @@ fi
 
 GPUS=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
 NPROC=${NPROC:-$(( GPUS > 0 ? GPUS : 1 ))}
-TRAIN=(-m train.cli train "$CONFIG" "$@")
+TRAIN=(-m strata.cli train "$CONFIG" "$@")
 IGNORE_SIGNALS=0  # start the command with SIGTERM/SIGUSR1 ignored (torchrun, below)
 if [ "$NNODES" -le 1 ] && [ "$NPROC" -le 1 ]; then
     CMD=("$PYTHON" "${TRAIN[@]}")  # the trainer itself handles SIGTERM/SIGUSR1

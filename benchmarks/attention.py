@@ -17,7 +17,7 @@ from unittest import mock
 
 import torch
 
-from model import attention_backend as ab
+from strata.model import attention_backend as ab
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

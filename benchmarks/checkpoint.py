@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from checkpoints.publish import Publisher
-from checkpoints.resume import ResumeWriter
-from model import GPT, ModelConfig
+from strata.checkpoints.publish import Publisher
+from strata.checkpoints.resume import ResumeWriter
+from strata.model import GPT, ModelConfig
 
 
 def folder_bytes(path: Path) -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from tokenizer import Tokenizer, TokenShards, prepare
-from train.data import TrainBatches
+from strata.tokenizer import Tokenizer, TokenShards, prepare
+from strata.train.data import TrainBatches
 
 DEFAULT = Path("runs/_data/stdlib")
 

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from model.loss import chunked_loss, loss_from_logits
+from strata.model.loss import chunked_loss, loss_from_logits
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

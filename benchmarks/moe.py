@@ -18,8 +18,8 @@ import statistics
 import torch
 
 from benchmarks.train_step import timed
-from model import GPT, ModelConfig
-from model.moe import grouped_mm_supported
+from strata.model import GPT, ModelConfig
+from strata.model.moe import grouped_mm_supported
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SHAPES = {  # name: (preset, overrides)

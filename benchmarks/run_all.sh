@@ -14,9 +14,9 @@ echo "== $(date -u +%F) $(uname -m), $(nproc) cores, torch $("$PYTHON" -c 'impor
 # the default data (corpus, tokenizer, shards), built once as launch.sh does
 DATA=runs/_data/stdlib
 if [ ! -f "$DATA/shards/index.json" ]; then
-    "$PYTHON" -m train.cli corpus stdlib --out "$DATA/corpus"
-    "$PYTHON" -m train.cli tokenizer train "$DATA/corpus/train.jsonl" --out "$DATA/tokenizer" --vocab-size 1024
-    "$PYTHON" -m train.cli prepare "$DATA/corpus/train.jsonl" --val "$DATA/corpus/val.jsonl" \
+    "$PYTHON" -m strata.cli corpus stdlib --out "$DATA/corpus"
+    "$PYTHON" -m strata.cli tokenizer train "$DATA/corpus/train.jsonl" --out "$DATA/tokenizer" --vocab-size 1024
+    "$PYTHON" -m strata.cli prepare "$DATA/corpus/train.jsonl" --val "$DATA/corpus/val.jsonl" \
         --tokenizer "$DATA/tokenizer" --out "$DATA/shards"
 fi
 

@@ -31,10 +31,10 @@ import time
 import torch
 import torch.distributed as tdist
 
-from model import ModelConfig
-from train import dist
-from train.config import TrainConfig
-from train.trainer import build_model
+from strata.model import ModelConfig
+from strata.train import dist
+from strata.run.config import TrainConfig
+from strata.train.trainer import build_model
 
 GIB = 1024**3
 

@@ -29,10 +29,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from checkpoints.hf import hf_config
-from checkpoints.hf_weights import to_hf_state_dict
-from model import GPT, ModelConfig
-from train.metrics import peak_flops
+from strata.checkpoints.hf import hf_config
+from strata.checkpoints.hf_weights import to_hf_state_dict
+from strata.model import GPT, ModelConfig
+from strata.train.metrics import peak_flops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -4,7 +4,7 @@
 our `GPT` with that revision's weights.
 """
 
-from checkpoints.load import load, verify_revision
-from checkpoints.schedule import publish_steps
+from strata.checkpoints.load import load, verify_revision
+from strata.checkpoints.schedule import publish_steps
 
 __all__ = ["load", "publish_steps", "verify_revision"]

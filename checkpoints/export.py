@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from checkpoints import safe_dcp
-from checkpoints.hf import config_from_hf
-from checkpoints.hf_weights import from_hf_state_dict
-from checkpoints.load import load, read_metadata
-from checkpoints.publish import hf_incompatibility, write_revision
-from checkpoints.resume import latest_resume
-from model import GPT, ModelConfig
-from tokenizer import Tokenizer
+from strata.checkpoints import safe_dcp
+from strata.checkpoints.hf import config_from_hf
+from strata.checkpoints.hf_weights import from_hf_state_dict
+from strata.checkpoints.load import load, read_metadata
+from strata.checkpoints.publish import hf_incompatibility, write_revision
+from strata.checkpoints.resume import latest_resume
+from strata.model import GPT, ModelConfig
+from strata.tokenizer import Tokenizer
 
 
 def _empty_model(config: ModelConfig) -> GPT:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tokenizer.fsutil import replace_dir, sha256_file
+from strata.tokenizer.fsutil import replace_dir, sha256_file
 
 __all__ = ["git_commit", "replace_dir", "sha256_file", "write_json_atomic"]
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from model import ModelConfig
+from strata.model import ModelConfig
 
 
 @dataclass(frozen=True)

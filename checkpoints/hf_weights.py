@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from checkpoints.hf import _EXPERTS, FAMILIES, check_hf_compatible
-from model import ModelConfig
+from strata.checkpoints.hf import _EXPERTS, FAMILIES, check_hf_compatible
+from strata.model import ModelConfig
 
 
 def _names(config: ModelConfig) -> list[tuple[tuple[str, ...], str]]:

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from checkpoints.files import sha256_file
-from checkpoints.hf import config_from_hf
-from checkpoints.hf_weights import from_hf_state_dict
-from model import GPT, ModelConfig
+from strata.checkpoints.files import sha256_file
+from strata.checkpoints.hf import config_from_hf
+from strata.checkpoints.hf_weights import from_hf_state_dict
+from strata.model import GPT, ModelConfig
 
 PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 """Suffixes of pickled weight files: never opened, named when they stand in for safetensors."""

@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from checkpoints.schedule import publish_steps
-from tokenizer.fsutil import sha256_file
-from tokenizer.order import batch_digest, batch_window_indices, epoch_permutation, rank_slice
-from tokenizer.shards import TokenShards, load_index
-from tokenizer.tok import Tokenizer
+from strata.checkpoints.schedule import publish_steps
+from strata.tokenizer.fsutil import sha256_file
+from strata.tokenizer.order import batch_digest, batch_window_indices, epoch_permutation, rank_slice
+from strata.tokenizer.shards import TokenShards, load_index
+from strata.tokenizer.tok import Tokenizer
 
 if sys.version_info >= (3, 11):
     import tomllib

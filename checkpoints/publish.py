@@ -44,12 +44,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
-from checkpoints.hf import check_hf_compatible, hf_config
-from checkpoints.hf_weights import Plan, hf_plan, identity
-from checkpoints.safetensors_stream import Spec, StreamWriter
-from model import ModelConfig
-from tokenizer import Tokenizer
+from strata.checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
+from strata.checkpoints.hf import check_hf_compatible, hf_config
+from strata.checkpoints.hf_weights import Plan, hf_plan, identity
+from strata.checkpoints.safetensors_stream import Spec, StreamWriter
+from strata.model import ModelConfig
+from strata.tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
 NATIVE = "strata"  # strata.json `weights_format` of a revision that no HF class can hold

@@ -34,8 +34,8 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from checkpoints import safe_dcp
-from checkpoints.files import write_json_atomic
+from strata.checkpoints import safe_dcp
+from strata.checkpoints.files import write_json_atomic
 
 LATEST = "latest"
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checkpoints.provenance import manifest_entries, read_config
-from checkpoints.schedule import publish_steps
-from tokenizer.tok import Tokenizer
+from strata.checkpoints.provenance import manifest_entries, read_config
+from strata.checkpoints.schedule import publish_steps
+from strata.tokenizer.tok import Tokenizer
 
 STEP_DIR = re.compile(r"step(\d+)")
 SAFE_NAME = re.compile(r"[^./\\][^/\\]*")

@@ -6,9 +6,9 @@ attention entry point `attention`, the mixture-of-experts layer `MoE` and
 `routing_stats` (model/moe.py).
 """
 
-from model.attention import attention
-from model.config import ModelConfig, MoEConfig
-from model.moe import MoE, routing_stats
-from model.transformer import GPT
+from strata.model.attention import attention
+from strata.model.config import ModelConfig, MoEConfig
+from strata.model.moe import MoE, routing_stats
+from strata.model.transformer import GPT
 
 __all__ = ["GPT", "ModelConfig", "MoE", "MoEConfig", "attention", "routing_stats"]

@@ -27,11 +27,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.attention_backend import attention
-from model.config import ModelConfig
-from model.kv_cache import LayerCache
-from model.norms import make_norm
-from model.rope import apply_rotary
+from strata.model.attention_backend import attention
+from strata.model.config import ModelConfig
+from strata.model.kv_cache import LayerCache
+from strata.model.norms import make_norm
+from strata.model.rope import apply_rotary
 
 __all__ = ["Attention", "attention"]
 

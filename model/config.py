@@ -34,7 +34,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from model.presets import PRESETS
+from strata.model.presets import PRESETS
 
 # The allowed values of each string field.
 CHOICES: dict[str, tuple[str, ...]] = {

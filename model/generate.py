@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from model.kv_cache import KVCache
+from strata.model.kv_cache import KVCache
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

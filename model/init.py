@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.config import ModelConfig
-from model.norms import NORM_TYPES
+from strata.model.config import ModelConfig
+from strata.model.norms import NORM_TYPES
 
 # Residual output projections: attention, dense MLP, routed experts (stacked), shared experts.
 OUTPUT_PROJECTIONS = ("attn.wo.weight", "mlp.w2.weight", "mlp.experts.w2", "mlp.shared.w2.weight")

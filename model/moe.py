@@ -57,8 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.torch_version import TorchVersion
 
-from model.config import ModelConfig
-from model.mlp import SwiGLU
+from strata.model.config import ModelConfig
+from strata.model.mlp import SwiGLU
 
 __all__ = ["MoE", "MoEAux", "Router", "Experts", "grouped_mm_supported", "routing_stats"]
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelConfig
+from strata.model.config import ModelConfig
 
 
 class RMSNorm(nn.Module):

@@ -49,15 +49,15 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from model.attention import Attention
-from model.config import ModelConfig
-from model.init import init_parameters
-from model.kv_cache import KVCache, LayerCache
-from model.loss import IGNORE_INDEX, chunked_loss, loss_from_logits
-from model.mlp import make_mlp
-from model.moe import MoE
-from model.norms import make_norm
-from model.rope import rope_tables
+from strata.model.attention import Attention
+from strata.model.config import ModelConfig
+from strata.model.init import init_parameters
+from strata.model.kv_cache import KVCache, LayerCache
+from strata.model.loss import IGNORE_INDEX, chunked_loss, loss_from_logits
+from strata.model.mlp import make_mlp
+from strata.model.moe import MoE
+from strata.model.norms import make_norm
+from strata.model.rope import rope_tables
 
 __all__ = ["GPT", "IGNORE_INDEX", "Block", "MoE"]
 

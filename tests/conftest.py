@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from train.config import load_config
+from strata.run.config import load_config
 
 
 def synthetic_docs(n: int, offset: int = 0) -> list[dict]:
@@ -19,7 +19,7 @@ def synthetic_docs(n: int, offset: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    from tokenizer import prepare, train_tokenizer
+    from strata.tokenizer import prepare, train_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_data")
     for name, docs in (("train", synthetic_docs(400)), ("val", synthetic_docs(40, 1000))):

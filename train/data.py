@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from tokenizer import TokenShards, batch_window_indices, rank_slice
+from strata.tokenizer import TokenShards, batch_window_indices, rank_slice
 
 
 class TrainBatches:

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from train import dist
-from train.sections import TrainConfig
+from strata.train import dist
+from strata.run.sections import TrainConfig
 
 
 class RunStopped(RuntimeError):

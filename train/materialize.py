@@ -24,8 +24,8 @@ from collections.abc import Iterator
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from model import GPT
-from model.init import init_parameters
+from strata.model import GPT
+from strata.model.init import init_parameters
 
 
 class _FullParameters:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from train.config import LogConfig
+from strata.run.config import LogConfig
 
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from model import GPT
-from model.moe import routing_stats
-from train import dist
+from strata.model import GPT
+from strata.model.moe import routing_stats
+from strata.train import dist
 
 
 def extra_losses(model: GPT) -> torch.Tensor:

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from train.config import OptimConfig
+from strata.run.config import OptimConfig
 
 FUSED_DEVICES = ("cpu", "cuda")
 

@@ -37,8 +37,8 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from train.config import TrainConfig
-from train.dist import DTYPES, pick_dtype
+from strata.run.config import TrainConfig
+from strata.train.dist import DTYPES, pick_dtype
 
 
 def parallelize(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from train import dist
+from strata.train import dist
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 

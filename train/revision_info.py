@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from checkpoints.publish import read_manifest, update_manifest
-from train import dist
-from train.config import Config
+from strata.checkpoints.publish import read_manifest, update_manifest
+from strata.train import dist
+from strata.run.config import Config
 
 
 def data_cursor(

@@ -42,24 +42,24 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from checkpoints.files import sha256_file, write_json_atomic
-from checkpoints.publish import Publisher, hf_incompatibility, read_manifest
-from checkpoints.resume import ResumeWriter, latest_resume, load_resume
-from checkpoints.schedule import publish_steps
-from model import GPT, ModelConfig
-from model.attention_backend import segment_ids_from_tokens
-from tokenizer import Tokenizer, TokenShards, row_digests
-from train import dist
-from train.config import Config, ConfigError, TrainConfig, dump_toml
-from train.data import TrainBatches, validation_batches
-from train.faults import GuardReading, RunStopped, StepGuard, spike_record, write_failed
-from train.materialize import materialize
-from train.metrics import MetricsLogger, mfu_of, peak_flops
-from train.moe_stats import extra_losses, routing, update_router_bias
-from train.optim import build_optimizer, lr_at, set_lr
-from train.parallelize import parallelize
-from train.preempt import Preemption
-from train.revision_info import already_published, data_cursor, parent_revision
+from strata.checkpoints.files import sha256_file, write_json_atomic
+from strata.checkpoints.publish import Publisher, hf_incompatibility, read_manifest
+from strata.checkpoints.resume import ResumeWriter, latest_resume, load_resume
+from strata.checkpoints.schedule import publish_steps
+from strata.model import GPT, ModelConfig
+from strata.model.attention_backend import segment_ids_from_tokens
+from strata.tokenizer import Tokenizer, TokenShards, row_digests
+from strata.train import dist
+from strata.run.config import Config, ConfigError, TrainConfig, dump_toml
+from strata.train.data import TrainBatches, validation_batches
+from strata.train.faults import GuardReading, RunStopped, StepGuard, spike_record, write_failed
+from strata.train.materialize import materialize
+from strata.train.metrics import MetricsLogger, mfu_of, peak_flops
+from strata.train.moe_stats import extra_losses, routing, update_router_bias
+from strata.train.optim import build_optimizer, lr_at, set_lr
+from strata.train.parallelize import parallelize
+from strata.train.preempt import Preemption
+from strata.train.revision_info import already_published, data_cursor, parent_revision
 
 
 def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:

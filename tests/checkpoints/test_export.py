@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from checkpoints import load
-from checkpoints.export import export_hf, import_hf
+from strata.checkpoints import load
+from strata.checkpoints.export import export_hf, import_hf
 from tests.conftest import tiny_overrides
-from train.config import load_config
-from train.trainer import Trainer
+from strata.run.config import load_config
+from strata.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +107,9 @@ def test_cli_export_and_errors(run, tmp_path):
 
 
 def test_cli_generate_greedy_matches_library(run):
-    from model.generate import generate
+    from strata.model.generate import generate
     from tests.train.test_cli import strata
-    from tokenizer import Tokenizer
+    from strata.tokenizer import Tokenizer
 
     prompt = "def function_1(x):\n    value_0"
     tok = Tokenizer.load(run / "checkpoints" / "step8")

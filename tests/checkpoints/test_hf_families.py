@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from checkpoints.hf import config_from_hf, hf_config
-from checkpoints.hf_weights import _fuse_qkv, _split_qkv, from_hf_state_dict, to_hf_state_dict
-from model import GPT, ModelConfig
+from strata.checkpoints.hf import config_from_hf, hf_config
+from strata.checkpoints.hf_weights import _fuse_qkv, _split_qkv, from_hf_state_dict, to_hf_state_dict
+from strata.model import GPT, ModelConfig
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from checkpoints.hf import config_from_hf, hf_config
-from checkpoints.hf_weights import from_hf_state_dict, to_hf_state_dict
-from model import GPT, ModelConfig
+from strata.checkpoints.hf import config_from_hf, hf_config
+from strata.checkpoints.hf_weights import from_hf_state_dict, to_hf_state_dict
+from strata.model import GPT, ModelConfig
 from tests.checkpoints.test_hf_families import assert_same_logits, perturb
 
 transformers = pytest.importorskip("transformers")
@@ -157,8 +157,8 @@ def test_missing_expert_weight_is_named():
 
 def test_published_revision_round_trip(tmp_path, monkeypatch):
     """The publication path: write_revision (HF names + strata.json), then load."""
-    import checkpoints.publish as publish
-    from checkpoints.load import load
+    import strata.checkpoints.publish as publish
+    from strata.checkpoints.load import load
 
     monkeypatch.setattr(publish, "git_commit", lambda: None)
     model = ours()

@@ -13,20 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checkpoints import provenance
-from checkpoints.provenance import find_doc, find_text, read_batch, read_run
+from strata.checkpoints import provenance
+from strata.checkpoints.provenance import find_doc, find_text, read_batch, read_run
 from tests.conftest import synthetic_docs, tiny_overrides
-from tokenizer import Tokenizer, TokenShards, batch_window_indices
-from tokenizer.order import batch_digest, row_digests
+from strata.tokenizer import Tokenizer, TokenShards, batch_window_indices
+from strata.tokenizer.order import batch_digest, row_digests
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANTED = "quokka zebra umbrella"
 
 
 def strata(*args):
-    """Run the installed console script (falls back to `python -m train.cli`)."""
+    """Run the installed console script (falls back to `python -m strata.cli`)."""
     script = Path(sys.executable).with_name("strata")
-    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "train.cli"]
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "strata.cli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True)
 
@@ -34,9 +34,9 @@ def strata(*args):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny trained run whose corpus holds PLANTED in many documents."""
-    from tokenizer import prepare, train_tokenizer
-    from train.config import load_config
-    from train.trainer import Trainer
+    from strata.tokenizer import prepare, train_tokenizer
+    from strata.run.config import load_config
+    from strata.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("prov")
     docs = synthetic_docs(400)
@@ -75,7 +75,7 @@ def test_digest_definition():
 
 
 def test_rows_match_what_the_trainer_trained_on(spec, shards):
-    from train.data import TrainBatches
+    from strata.train.data import TrainBatches
 
     T, G = spec.seq_len, spec.global_batch_size
     whole = TrainBatches(shards, T, G, 2, spec.seed)

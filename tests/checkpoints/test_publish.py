@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoints import load, verify_revision
-from train.trainer import Trainer
+from strata.checkpoints import load, verify_revision
+from strata.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     from tests.conftest import tiny_overrides
-    from train.config import load_config
+    from strata.run.config import load_config
 
     out = tmp_path_factory.mktemp("publish")
     cfg = load_config(

@@ -17,13 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from checkpoints import publish
-from checkpoints.files import write_json_atomic
-from checkpoints.publish import Publisher, read_manifest
-from checkpoints.resume import ResumeWriter
-from checkpoints.safetensors_stream import StreamWriter
-from model import GPT, ModelConfig
-from train.trainer import Trainer
+from strata.checkpoints import publish
+from strata.checkpoints.files import write_json_atomic
+from strata.checkpoints.publish import Publisher, read_manifest
+from strata.checkpoints.resume import ResumeWriter
+from strata.checkpoints.safetensors_stream import StreamWriter
+from strata.model import GPT, ModelConfig
+from strata.train.trainer import Trainer
 
 
 @pytest.fixture

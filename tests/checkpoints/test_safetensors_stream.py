@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from checkpoints.publish import weights_plan, write_weights
-from checkpoints.safetensors_stream import StreamWriter
-from model import GPT, ModelConfig
+from strata.checkpoints.publish import weights_plan, write_weights
+from strata.checkpoints.safetensors_stream import StreamWriter
+from strata.model import GPT, ModelConfig
 
 TENSORS = {
     "a.weight": torch.randn(5, 3),
@@ -110,7 +110,7 @@ def one_rank_fsdp():
 def test_a_large_sharded_model_is_streamed_not_staged(tmp_path, one_rank_fsdp):
     from torch.distributed.tensor import DTensor
 
-    from checkpoints.publish import Publisher
+    from strata.checkpoints.publish import Publisher
 
     model, reference = one_rank_fsdp
     assert any(isinstance(p, DTensor) for p in model.parameters())

@@ -1,6 +1,6 @@
 """The Pythia publication schedule."""
 
-from checkpoints.schedule import publish_steps
+from strata.checkpoints.schedule import publish_steps
 
 
 def test_pythia_schedule():

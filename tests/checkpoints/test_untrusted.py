@@ -18,14 +18,14 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from checkpoints import safe_dcp
-from checkpoints.export import export_hf, import_hf, load_any, resolve_resume
-from checkpoints.load import load, verify_revision
-from checkpoints.publish import publish_revision, read_manifest
-from checkpoints.resume import latest_resume, save_resume
-from model import GPT, ModelConfig
-from train.config import OptimConfig
-from train.optim import build_optimizer
+from strata.checkpoints import safe_dcp
+from strata.checkpoints.export import export_hf, import_hf, load_any, resolve_resume
+from strata.checkpoints.load import load, verify_revision
+from strata.checkpoints.publish import publish_revision, read_manifest
+from strata.checkpoints.resume import latest_resume, save_resume
+from strata.model import GPT, ModelConfig
+from strata.run.config import OptimConfig
+from strata.train.optim import build_optimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

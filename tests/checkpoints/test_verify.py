@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoints.verify import check, verify
+from strata.checkpoints.verify import check, verify
 from tests.checkpoints.test_provenance import strata
 from tests.conftest import tiny_overrides
 
@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def clean_run(tiny_dataset, tmp_path_factory):
-    from train.config import load_config
-    from train.trainer import Trainer
+    from strata.run.config import load_config
+    from strata.train.trainer import Trainer
 
     out = tmp_path_factory.mktemp("verify")
     cfg = load_config(ROOT / "configs/debug.toml", tiny_overrides(tiny_dataset, out))
@@ -163,7 +163,7 @@ def test_every_problem_kind_is_documented():
 
 
 def test_symlinked_revision_is_flagged_not_followed(run, tmp_path):
-    from checkpoints.study import study
+    from strata.study import study
 
     outside = tmp_path / "elsewhere"
     shutil.copytree(run / "checkpoints" / "step4", outside)

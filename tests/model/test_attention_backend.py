@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import attention_backend as ab
-from model.attention_backend import (
+from strata.model import attention_backend as ab
+from strata.model.attention_backend import (
     attention,
     document_mask,
     segment_boundaries,
@@ -117,7 +117,7 @@ def fake_flash(monkeypatch):
 def test_flash_varlen_bookkeeping_once_per_batch(fake_flash, monkeypatch):
     """Every layer of a forward reuses the batch's cu_seqlens (one host sync, not one per
     layer); a new batch, or the same tensor changed in place, is computed afresh."""
-    from model import GPT, ModelConfig
+    from strata.model import GPT, ModelConfig
 
     seen = []
     original = ab.segment_boundaries

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model import GPT, ModelConfig
+from strata.model import GPT, ModelConfig
 
 # Wide enough that a matrix's sample std is within ~1% of the true std.
 SIZES = dict(vocab_size=512, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=1024,

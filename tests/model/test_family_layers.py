@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig
-from model.attention import Attention
-from model.mlp import GeluMLP
-from model.rope import apply_rotary, rope_tables
-from model.transformer import Block
+from strata.model import GPT, ModelConfig
+from strata.model.attention import Attention
+from strata.model.mlp import GeluMLP
+from strata.model.rope import apply_rotary, rope_tables
+from strata.model.transformer import Block
 
 # The module, not the function `model.attention` that the package re-exports.
-attention_module = importlib.import_module("model.attention")
+attention_module = importlib.import_module("strata.model.attention")
 
 TINY = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=128,
             max_seq_len=64)  # fmt: skip
@@ -138,8 +138,8 @@ def test_segment_ids_pass_through_training_forward(monkeypatch):
 
 
 def test_attention_is_the_backend_function():
-    import model
-    from model import attention_backend
+    from strata import model
+    from strata.model import attention_backend
 
     assert model.attention is attention_backend.attention
     assert attention_module.attention is attention_backend.attention

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, ModelConfig
-from model.loss import chunked_loss, loss_from_logits
+from strata.model import GPT, ModelConfig
+from strata.model.loss import chunked_loss, loss_from_logits
 
 V = 500  # padded to 512: the padding rows must stay out of the loss
 

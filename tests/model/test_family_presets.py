@@ -9,7 +9,7 @@ counts the model cards / papers publish.
 import pytest
 import torch
 
-from model import GPT, ModelConfig
+from strata.model import GPT, ModelConfig
 
 # name: (architecture, hidden, layers, heads, kv_heads, intermediate, vocab, tied, published)
 HF = {

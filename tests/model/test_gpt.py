@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model import GPT, ModelConfig
+from strata.model import GPT, ModelConfig
 
 
 def build(seed=0, **overrides):

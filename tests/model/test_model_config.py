@@ -2,7 +2,7 @@
 
 import pytest
 
-from model import ModelConfig
+from strata.model import ModelConfig
 
 
 def debug(**overrides):

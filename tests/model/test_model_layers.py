@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from model import attention
-from model.norms import RMSNorm
-from model.rope import apply_rotary, rope_tables
+from strata.model import attention
+from strata.model.norms import RMSNorm
+from strata.model.rope import apply_rotary, rope_tables
 
 
 def test_rmsnorm_matches_reference():
@@ -104,7 +104,7 @@ def test_attention_rejects_bad_heads():
 )
 def test_rotary_equals_the_rotate_half_form_bit_for_bit(dtype, rotary):
     """The half-split computation is exactly HF's `x * cos + rotate_half(x) * sin`."""
-    from model.rope import rotate_half
+    from strata.model.rope import rotate_half
 
     x = torch.randn(2, 3, 12, 16, dtype=dtype)
     cos, sin = rope_tables(rotary, 12)
@@ -118,7 +118,7 @@ def test_rotary_equals_the_rotate_half_form_bit_for_bit(dtype, rotary):
 def test_rotary_backward_is_the_inverse_rotation(rotary):
     """`apply_rotary`'s own backward (rotation by -angle) against autograd through the
     rotate_half form, in float64, in both layouts; (B, T, H, D) equals (B, H, T, D)."""
-    from model.rope import rotate_half
+    from strata.model.rope import rotate_half
 
     x = torch.randn(2, 3, 12, 16, dtype=torch.float64, requires_grad=True)  # (B, H, T, D)
     cos, sin = (t.double() for t in rope_tables(rotary, 12))

@@ -15,8 +15,8 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     checkpoint_wrapper,
 )
 
-from model import GPT, ModelConfig, MoEConfig
-from model.moe import MoE, grouped_mm_supported, load_balancing_loss, routing_stats
+from strata.model import GPT, ModelConfig, MoEConfig
+from strata.model.moe import MoE, grouped_mm_supported, load_balancing_loss, routing_stats
 
 D, E = 16, 4
 BASE = dict(vocab_size=64, d_model=D, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=16,
@@ -203,7 +203,7 @@ def test_grouped_mm_on_cuda_follows_what_torch_supports(
 ):
     """The CUDA branch, with the device's compute capability and the torch release
     stood in (no GPU here)."""
-    import model.moe as moe_module
+    import strata.model.moe as moe_module
 
     monkeypatch.setattr(moe_module, "GROUPED_MM_FALLBACK", fallback)
     props = type("Props", (), {"major": major})()
@@ -429,7 +429,7 @@ def test_olmoe_1b_7b_parameter_counts():
     transformers = pytest.importorskip("transformers")
     if not hasattr(transformers, "OlmoeForCausalLM"):
         pytest.skip("transformers has no OLMoE")
-    from checkpoints.hf import hf_config
+    from strata.checkpoints.hf import hf_config
 
     hf_cfg = transformers.OlmoeConfig(**hf_config(config, bos_id=None, eos_id=0))
     with torch.device("meta"):
@@ -438,7 +438,7 @@ def test_olmoe_1b_7b_parameter_counts():
 
 
 def test_generation_with_cache_matches_full_forward():
-    from model.generate import generate
+    from strata.model.generate import generate
 
     torch.manual_seed(0)
     model = GPT(ModelConfig.from_preset("debug-moe")).eval()

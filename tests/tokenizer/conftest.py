@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenizer import Tokenizer, train_tokenizer
+from strata.tokenizer import Tokenizer, train_tokenizer
 
 SNIPPETS = [
     "def add(a, b):\n    return a + b\n",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenizer import TokenShards, prepare, train_tokenizer
+from strata.tokenizer import TokenShards, prepare, train_tokenizer
 
 
 def snapshot(folder: Path) -> dict[str, str]:

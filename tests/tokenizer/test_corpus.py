@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenizer import build_stdlib_corpus, iter_documents, stdlib_files
-from tokenizer import corpus as corpus_module
+from strata.tokenizer import build_stdlib_corpus, iter_documents, stdlib_files
+from strata.tokenizer import corpus as corpus_module
 
 
 def test_stdlib_files_sorted_without_third_party() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokenizer import batch_window_indices, rank_slice
-from tokenizer.order import epoch_permutation
+from strata.tokenizer import batch_window_indices, rank_slice
+from strata.tokenizer.order import epoch_permutation
 
 
 def test_pure_and_repeatable() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenizer import Tokenizer, TokenShards, iter_documents, prepare
-from tokenizer.prepare import val_hash
+from strata.tokenizer import Tokenizer, TokenShards, iter_documents, prepare
+from strata.tokenizer.prepare import val_hash
 
 
 def all_files(folder: Path) -> dict[str, bytes]:

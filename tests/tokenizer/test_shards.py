@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenizer import TokenShards, prepare
+from strata.tokenizer import TokenShards, prepare
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenizer import Tokenizer, train_tokenizer
-from tokenizer.trainers import EOS, TextBudget, sentence_chunks
+from strata.tokenizer import Tokenizer, train_tokenizer
+from strata.tokenizer.trainers import EOS, TextBudget, sentence_chunks
 
 FRAGMENTS = [
     " ",

@@ -17,7 +17,7 @@ def train_cmd(nproc: int, dataset: Path, out: Path, *extra: str, **values) -> li
     """`strata train configs/debug.toml` on `nproc` processes with the tiny overrides,
     `values` (config keys, one thread each unless given) and `extra` arguments."""
     overrides = tiny_overrides(dataset, out, **{"train.threads": 1, **values})
-    cli = ["-m", "train.cli", "train", "configs/debug.toml", *overrides, *extra]
+    cli = ["-m", "strata.cli", "train", "configs/debug.toml", *overrides, *extra]
     if nproc == 1:
         return [sys.executable, *cli]
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_overrides
-from tokenizer import TokenShards, prepare, train_tokenizer
-from train.config import ConfigError, load_config
-from train.data import TrainBatches
-from train.trainer import Trainer
+from strata.tokenizer import TokenShards, prepare, train_tokenizer
+from strata.run.config import ConfigError, load_config
+from strata.train.data import TrainBatches
+from strata.train.trainer import Trainer
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def strata(*args, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "train.cli", *args],
+        [sys.executable, "-m", "strata.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -100,7 +100,7 @@ def test_sigterm_exits_zero_with_a_resume_checkpoint(tiny_dataset, tmp_path):
         tiny_dataset, tmp_path, **{"train.max_steps": 100000, "checkpoint.every": 100000}
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "train.cli", "train", "configs/debug.toml", *args],
+        [sys.executable, "-m", "strata.cli", "train", "configs/debug.toml", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     metrics = tmp_path / "debug" / "metrics.jsonl"

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from tokenizer import TokenShards, batch_window_indices
-from train.data import TrainBatches, validation_batches
+from strata.tokenizer import TokenShards, batch_window_indices
+from strata.train.data import TrainBatches, validation_batches
 
 
 def naive_batch(shards, seq_len, global_batch, seed, step):

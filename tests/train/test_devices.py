@@ -4,8 +4,8 @@ here by pretending CUDA is available; no GPU is touched)."""
 import pytest
 import torch
 
-from train import dist
-from train.metrics import mfu_of
+from strata.train import dist
+from strata.train.metrics import mfu_of
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from model import ModelConfig
-from train.config import Config
+from strata.model import ModelConfig
+from strata.run.config import Config
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text()
 

@@ -13,11 +13,11 @@ import torch
 import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file
 
-from checkpoints.load import verify_revision
-from checkpoints.resume import latest_resume
-from checkpoints.safetensors_stream import StreamWriter
+from strata.checkpoints.load import verify_revision
+from strata.checkpoints.resume import latest_resume
+from strata.checkpoints.safetensors_stream import StreamWriter
 from tests.train.runs import read_metrics
-from train.trainer import RunStopped, Trainer
+from strata.train.trainer import RunStopped, Trainer
 
 
 def inject(trainer, monkeypatch, steps, fn):
@@ -112,7 +112,7 @@ def test_a_bad_run_between_log_steps_stops_at_the_next_one(tiny_config, monkeypa
 
 def test_an_unfused_optimizer_skips_bad_steps_through_the_host(tiny_config, monkeypatch):
     """Parameters on a device without fused AdamW: the same skip, decided on the host."""
-    from train.optim import param_groups
+    from strata.train.optim import param_groups
 
     cfg = tiny_config(**{"run.name": "unfused", "train.max_steps": 4, "log.every": 4})
     trainer = Trainer(cfg)

@@ -32,9 +32,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from checkpoints.load import verify_revision
-from checkpoints.publish import read_manifest
-from checkpoints.safe_dcp import METADATA, check_files, read_metadata_file
+from strata.checkpoints.load import verify_revision
+from strata.checkpoints.publish import read_manifest
+from strata.checkpoints.safe_dcp import METADATA, check_files, read_metadata_file
 from tests.train.runs import ENV, ROOT, train_cmd
 
 TIMEOUT = 120.0  # seconds for any one attempt: nothing here may hang
@@ -237,7 +237,7 @@ def test_random_kill9_single_process(tiny_dataset, tmp_path):
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, steps + 1))
     verify = subprocess.run(
-        [sys.executable, "-m", "train.cli", "verify", str(run_dir)],
+        [sys.executable, "-m", "strata.cli", "verify", str(run_dir)],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr

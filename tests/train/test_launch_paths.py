@@ -57,12 +57,12 @@ def dry_run(tmp_path, tiny_dataset, gpus=0, **env) -> list[str]:
 
 def torchrun_args(argv):
     i = argv.index("torch.distributed.run")
-    return argv[i + 1 : argv.index("train.cli") - 1]
+    return argv[i + 1 : argv.index("strata.cli") - 1]
 
 
 def test_no_gpu_is_one_process(tmp_path, tiny_dataset):
     argv = dry_run(tmp_path, tiny_dataset)
-    assert argv[0].endswith("bin/python") and argv[1:4] == ["-m", "train.cli", "train"]
+    assert argv[0].endswith("bin/python") and argv[1:4] == ["-m", "strata.cli", "train"]
 
 
 def test_nproc_gloo_processes(tmp_path, tiny_dataset):

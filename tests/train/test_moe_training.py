@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from checkpoints import load
+from strata.checkpoints import load
 from tests.train.test_distributed import assert_same_losses, read_metrics, run
-from train.trainer import Trainer
+from strata.train.trainer import Trainer
 
 MOE = {"model.preset": "debug-moe"}
 
@@ -18,7 +18,7 @@ MOE = {"model.preset": "debug-moe"}
 @pytest.fixture(scope="module")
 def moe_run(tiny_dataset, tmp_path_factory):
     from tests.conftest import tiny_overrides
-    from train.config import load_config
+    from strata.run.config import load_config
 
     out = tmp_path_factory.mktemp("moe")
     values = {**MOE, "train.max_steps": 16, "optim.lr": 3e-3}
@@ -71,7 +71,7 @@ def test_bias_balancing_trains_and_publishes_natively(tiny_dataset, tmp_path):
     """`balance = "bias"` has no OLMoE equivalent: revisions use our own names, and the
     selection bias, updated after every step from the counts, is published with them."""
     from tests.conftest import tiny_overrides
-    from train.config import load_config
+    from strata.run.config import load_config
 
     values = {**MOE, "model.moe.balance": "bias", "model.moe.bias_update_rate": 0.01}
     cfg = load_config("configs/debug.toml", tiny_overrides(tiny_dataset, tmp_path, **values))
@@ -95,7 +95,7 @@ def test_bias_balancing_trains_and_publishes_natively(tiny_dataset, tmp_path):
 def test_activation_checkpointing_gives_the_same_moe_run(tiny_dataset, tmp_path):
     """Recomputing MoE blocks in backward (routing included) changes no number."""
     from tests.conftest import tiny_overrides
-    from train.config import load_config
+    from strata.run.config import load_config
 
     losses = {}
     for ac in ("none", "full"):
@@ -110,7 +110,7 @@ def test_activation_checkpointing_gives_the_same_moe_run(tiny_dataset, tmp_path)
 def test_study_reports_routing_of_a_real_moe_run(moe_run, tmp_path):
     import csv
 
-    from checkpoints.study import study
+    from strata.study import study
 
     report = study(moe_run.run_dir, out=tmp_path / "study", eval_windows=4, mem_samples=4,
                    quiet=True)  # fmt: skip

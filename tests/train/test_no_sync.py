@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from train.trainer import Trainer
+from strata.train.trainer import Trainer
 
 READS = {
     torch.Tensor.item,

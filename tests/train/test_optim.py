@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from model import GPT, ModelConfig
-from train.config import OptimConfig
-from train.optim import lr_at, param_groups
+from strata.model import GPT, ModelConfig
+from strata.run.config import OptimConfig
+from strata.train.optim import lr_at, param_groups
 
 
 def test_warmup_then_cosine_reaches_floor():

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 
-from train.config import ConfigError, TrainConfig
-from train.trainer import Trainer
+from strata.run.config import ConfigError, TrainConfig
+from strata.train.trainer import Trainer
 
 
 def losses(trainer):

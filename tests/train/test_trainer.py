@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.train.runs import read_metrics
-from train.trainer import Trainer
+from strata.train.trainer import Trainer
 
 
 @pytest.mark.parametrize("background", ["false", "true"])

@@ -1,6 +1,6 @@
 """`strata study`: evaluate every published revision of a run and write a report.
 
-    from checkpoints.study import study
+    from strata.study import study
     report = study("runs/quickstart")          # -> runs/quickstart/study/report.html
 
 Per revision: validation loss and bits per byte (overall and per source), Pythia-style
@@ -14,7 +14,7 @@ evaluated), evaluate (loss/bpb), memorise, norms, routing, cache, tables (CSV),
 png + font + canvas + scales + plot + heatmap + figures (plots), report (HTML), run.
 """
 
-from checkpoints.study.run import study
-from checkpoints.study.settings import StudySettings
+from strata.study.run import study
+from strata.study.settings import StudySettings
 
 __all__ = ["StudySettings", "study"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from train.config import ConfigError, dump_toml, load_config, parse_override
+from strata.run.config import ConfigError, dump_toml, load_config, parse_override
 
 
 def write(tmp_path, text):
@@ -93,7 +93,7 @@ def test_checkpoint_async_alias():
 def test_nested_moe_keys_override_and_round_trip():
     import tomllib
 
-    from train.config import dump_toml, from_dict
+    from strata.run.config import dump_toml, from_dict
 
     cfg = load_config("configs/debug.toml", ["model.preset=debug-moe", "model.moe.top_k=3"])
     assert cfg.model.moe.top_k == 3 and cfg.model.moe.num_experts == 8

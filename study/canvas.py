@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from checkpoints.study import font
+from strata.study import font
 
 Color = tuple[int, int, int]
 BLACK: Color = (0, 0, 0)

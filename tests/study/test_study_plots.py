@@ -6,10 +6,10 @@ import zlib
 import numpy as np
 import pytest
 
-from checkpoints.study.font import render
-from checkpoints.study.heatmap import colormap, heatmap
-from checkpoints.study.plot import PALETTE, Series, line_chart
-from checkpoints.study.png import SIGNATURE, chunks, decode_png, encode_png
+from strata.study.font import render
+from strata.study.heatmap import colormap, heatmap
+from strata.study.plot import PALETTE, Series, line_chart
+from strata.study.png import SIGNATURE, chunks, decode_png, encode_png
 
 
 def test_png_is_valid_and_round_trips():

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from checkpoints.files import sha256_file
-from checkpoints.study.discover import Target
-from checkpoints.study.sample import MemSample, mem_sample
-from checkpoints.study.settings import StudySettings
-from checkpoints.study.tokbytes import token_bytes
-from model import ModelConfig
-from tokenizer.shards import TokenShards, load_index
+from strata.checkpoints.files import sha256_file
+from strata.study.discover import Target
+from strata.study.sample import MemSample, mem_sample
+from strata.study.settings import StudySettings
+from strata.study.tokbytes import token_bytes
+from strata.model import ModelConfig
+from strata.tokenizer.shards import TokenShards, load_index
 
 
 @dataclass

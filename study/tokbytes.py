@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenizer import Tokenizer
+from strata.tokenizer import Tokenizer
 
 BYTE_FALLBACK = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 

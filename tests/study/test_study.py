@@ -9,17 +9,17 @@ import shutil
 import pytest
 import torch
 
-from checkpoints.export import export_hf
-from checkpoints.load import load, read_metadata
-from checkpoints.publish import publish_revision
-from checkpoints.study import study
-from checkpoints.study.png import decode_png
-from checkpoints.study.tables import read_csv
+from strata.checkpoints.export import export_hf
+from strata.checkpoints.load import load, read_metadata
+from strata.checkpoints.publish import publish_revision
+from strata.study import study
+from strata.study.png import decode_png
+from strata.study.tables import read_csv
 from tests.conftest import tiny_overrides
-from tokenizer import Tokenizer
-from train.cli import main
-from train.config import load_config
-from train.trainer import Trainer
+from strata.tokenizer import Tokenizer
+from strata.cli import main
+from strata.run.config import load_config
+from strata.train.trainer import Trainer
 
 SMALL = {"eval_windows": 8, "mem_samples": 8, "quiet": True}
 STEPS = [0, 1, 2, 4, 8, 12]

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from checkpoints.files import write_json_atomic
+from strata.checkpoints.files import write_json_atomic
 
 
 class Cache:

@@ -18,8 +18,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from checkpoints.study.figures import Figure
-from checkpoints.study.tables import cell
+from strata.study.figures import Figure
+from strata.study.tables import cell
 
 TABLE = ["revision", "step", "tokens", "val_loss", "val_bpb", "mem_seen", "mem_unseen",
          "n_seen", "n_unseen", "mem_all", "norm/total", "dnorm/total"]  # fmt: skip

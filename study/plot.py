@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from checkpoints.study.canvas import BLACK, DARK, GREY, Canvas, Color
-from checkpoints.study.font import ADVANCE, text_width
-from checkpoints.study.png import encode_png
-from checkpoints.study.scales import LinearScale, LogScale
+from strata.study.canvas import BLACK, DARK, GREY, Canvas, Color
+from strata.study.font import ADVANCE, text_width
+from strata.study.png import encode_png
+from strata.study.scales import LinearScale, LogScale
 
 PALETTE: list[Color] = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),

@@ -1,4 +1,4 @@
-"""`strata study RUN_OR_DIR`: the command-line face of `checkpoints.study.study`.
+"""`strata study RUN_OR_DIR`: the command-line face of `strata.study.study`.
 
     strata study runs/quickstart                     -> runs/quickstart/study/report.html
     strata study hf_revisions/ --data runs/_data/stdlib/shards --seq-len 256
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
-    from checkpoints.study import study
+    from strata.study import study
 
     study(  # prints its summary line unless --quiet
         args.run,

@@ -20,8 +20,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from checkpoints.study.discover import Revision
-from checkpoints.study.routing import moe_columns
+from strata.study.discover import Revision
+from strata.study.routing import moe_columns
 
 FIRST = [
     "revision", "step", "tokens", "val_loss", "val_bpb", "mem_seen", "mem_unseen", "n_seen",

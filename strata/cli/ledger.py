@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from checkpoints.provenance import Batch, RunSpec
-    from tokenizer import Tokenizer
+    from strata.checkpoints.provenance import Batch, RunSpec
+    from strata.tokenizer import Tokenizer
 
 MAX_HITS_SHOWN = 50
 
@@ -56,8 +56,8 @@ def _json(obj: Any) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> None:
-    from checkpoints.provenance import find_doc, find_text, read_batch, read_run
-    from tokenizer import Tokenizer, TokenShards
+    from strata.checkpoints.provenance import find_doc, find_text, read_batch, read_run
+    from strata.tokenizer import Tokenizer, TokenShards
 
     if (args.rank is None) != (args.world is None) or (args.rank is not None and args.step is None):
         raise ValueError("--rank and --world go together, with --step")
@@ -145,7 +145,7 @@ def _found_text(found: dict[str, Any]) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from checkpoints.verify import check
+    from strata.checkpoints.verify import check
 
     report = check(Path(args.path))
     if args.format == "json":

@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 
-from checkpoints.study.canvas import BLACK, DARK, Canvas
-from checkpoints.study.font import text_width
-from checkpoints.study.plot import BOTTOM, LEFT, TOP
-from checkpoints.study.png import encode_png
+from strata.study.canvas import BLACK, DARK, Canvas
+from strata.study.font import text_width
+from strata.study.plot import BOTTOM, LEFT, TOP
+from strata.study.png import encode_png
 
 VIRIDIS = np.array(
     [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], dtype=float

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model import ModelConfig
-from train.sections import (
+from strata.model import ModelConfig
+from strata.run.sections import (
     CheckpointConfig,
     ConfigError,
     DataConfig,

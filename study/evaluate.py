@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoints.study.data import EvalSet
+from strata.study.data import EvalSet
 
 
 def autocast(device: torch.device):

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train.cli_ledger import add_batch_parser, add_verify_parser
-from train.cli_study import add_parser as _add_study
+from strata.cli.ledger import add_batch_parser, add_verify_parser
+from strata.cli.study import add_parser as _add_study
 
 EXIT_USAGE = 2
 EXIT_STOPPED = 1  # training stopped on a fault (see train.trainer.RunStopped)
@@ -135,13 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
-    from tokenizer import build_stdlib_corpus
+    from strata.tokenizer import build_stdlib_corpus
 
     build_stdlib_corpus(Path(args.out), val_every=args.val_every)  # prints its summary
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
-    from tokenizer import train_tokenizer
+    from strata.tokenizer import train_tokenizer
 
     train_tokenizer(  # prints its summary
         args.inputs,
@@ -154,7 +154,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from tokenizer import prepare
+    from strata.tokenizer import prepare
 
     prepare(  # prints its summary
         args.inputs,
@@ -170,9 +170,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from train.config import load_config
-    from train.dist import rank, shutdown_distributed
-    from train.trainer import RunStopped, Trainer
+    from strata.run.config import load_config
+    from strata.train.dist import rank, shutdown_distributed
+    from strata.train.trainer import RunStopped, Trainer
 
     cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg)
@@ -188,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from train.config import ConfigError, dump_toml, load_config
+    from strata.run.config import ConfigError, dump_toml, load_config
 
     cfg = load_config(args.config, args.overrides)
     if not args.get:
@@ -206,13 +206,13 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from checkpoints.export import export_hf
+    from strata.checkpoints.export import export_hf
 
     print(f"exported {args.checkpoint} -> {export_hf(args.checkpoint, args.out)}")
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from checkpoints.export import import_hf
+    from strata.checkpoints.export import import_hf
 
     print(f"imported {args.hf_dir} -> {import_hf(args.hf_dir, args.out)}")
 
@@ -220,9 +220,9 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from checkpoints.export import load_any
-    from model.generate import generate
-    from train.dist import pick_device
+    from strata.checkpoints.export import load_any
+    from strata.model.generate import generate
+    from strata.train.dist import pick_device
 
     model, tok = load_any(args.checkpoint)
     if tok is None:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenizer.order import epoch_permutation
-from tokenizer.shards import TokenShards
+from strata.tokenizer.order import epoch_permutation
+from strata.tokenizer.shards import TokenShards
 
 
 @dataclass

@@ -22,25 +22,25 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from checkpoints.files import write_json_atomic
-from checkpoints.load import load, load_config
-from checkpoints.study import figures as figs
-from checkpoints.study.cache import Cache
-from checkpoints.study.data import Plan, check_compatible, make_plan
-from checkpoints.study.discover import Revision, Target, discover
-from checkpoints.study.evaluate import evaluate
-from checkpoints.study.memorise import memorisation
-from checkpoints.study.norms import norm_columns, parameters
-from checkpoints.study.report import write_report
-from checkpoints.study.settings import StudySettings
-from checkpoints.study.tables import (
+from strata.checkpoints.files import write_json_atomic
+from strata.checkpoints.load import load, load_config
+from strata.study import figures as figs
+from strata.study.cache import Cache
+from strata.study.data import Plan, check_compatible, make_plan
+from strata.study.discover import Revision, Target, discover
+from strata.study.evaluate import evaluate
+from strata.study.memorise import memorisation
+from strata.study.norms import norm_columns, parameters
+from strata.study.report import write_report
+from strata.study.settings import StudySettings
+from strata.study.tables import (
     SOURCE_COLUMNS,
     columns,
     metric_row,
     source_rows,
     write_csv,
 )
-from model import GPT
+from strata.model import GPT
 
 
 def evaluate_revision(

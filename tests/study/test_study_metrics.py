@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoints.publish import publish_revision
-from checkpoints.study import study
-from checkpoints.study.data import eval_set, source_group
-from checkpoints.study.evaluate import evaluate, summarise
-from checkpoints.study.memorise import score
-from checkpoints.study.norms import group_of, norm_columns
-from checkpoints.study.sample import first_steps, log_bins, mem_sample
-from checkpoints.study.tables import read_csv
-from checkpoints.study.tokbytes import token_bytes
-from model import GPT, ModelConfig
-from tokenizer import Tokenizer, train_tokenizer
-from tokenizer.order import batch_window_indices
-from tokenizer.shards import TokenShards
+from strata.checkpoints.publish import publish_revision
+from strata.study import study
+from strata.study.data import eval_set, source_group
+from strata.study.evaluate import evaluate, summarise
+from strata.study.memorise import score
+from strata.study.norms import group_of, norm_columns
+from strata.study.sample import first_steps, log_bins, mem_sample
+from strata.study.tables import read_csv
+from strata.study.tokbytes import token_bytes
+from strata.model import GPT, ModelConfig
+from strata.tokenizer import Tokenizer, train_tokenizer
+from strata.tokenizer.order import batch_window_indices
+from strata.tokenizer.shards import TokenShards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

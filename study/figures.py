@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from checkpoints.study.heatmap import heatmap_png
-from checkpoints.study.plot import Series, line_chart
-from checkpoints.study.routing import fractions
+from strata.study.heatmap import heatmap_png
+from strata.study.plot import Series, line_chart
+from strata.study.routing import fractions
 
 MAX_SOURCES = 8
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from checkpoints.study.evaluate import autocast
-from model.generate import generate
+from strata.study.evaluate import autocast
+from strata.model.generate import generate
 
 
 @torch.no_grad()

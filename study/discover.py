@@ -25,8 +25,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from checkpoints.files import sha256_file
-from checkpoints.load import read_metadata
+from strata.checkpoints.files import sha256_file
+from strata.checkpoints.load import read_metadata
 
 STEP_DIR = re.compile(r"step(\d+)")
 WEIGHTS = "model.safetensors"

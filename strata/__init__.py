@@ -1,0 +1,18 @@
+"""Strata: LLM pretraining that publishes checkpoints to study.
+
+Everything lives under this one import name:
+
+    strata.model        the network (config + presets, attention, MoE, generation)
+    strata.tokenizer    tokenizers, corpora, token shards, the data-order contract
+    strata.run          the run folder on disk: layout, config schema, revision metadata,
+                        manifest, data cursor, dataset resolution
+    strata.checkpoints  resume checkpoints, publication, Hugging Face export/import, verify
+    strata.study        evaluating every published revision: CSV, figures, report.html
+    strata.train        the training loop under torchrun (FSDP2)
+    strata.cli          the `strata` command, the one module that imports all of them
+
+The repository keeps one top-level folder per package (`model/`, `tokenizer/`, ...);
+`setup.py` maps each onto `strata.<name>`.
+"""
+
+__version__ = "0.1.0"
