@@ -16,7 +16,6 @@ import time
 from unittest import mock
 
 import torch
-
 from strata.model import attention_backend as ab
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

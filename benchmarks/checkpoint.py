@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from strata.checkpoints.publish import Publisher
 from strata.checkpoints.resume import ResumeWriter
 from strata.model import GPT, ModelConfig

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from strata.tokenizer import Tokenizer, TokenShards, prepare
 from strata.train.data import TrainBatches
 

@@ -22,7 +22,6 @@ import sys
 import time
 
 import torch
-
 from strata.model.loss import chunked_loss, loss_from_logits
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -16,10 +16,10 @@ import argparse
 import statistics
 
 import torch
-
-from benchmarks.train_step import timed
 from strata.model import GPT, ModelConfig
 from strata.model.moe import grouped_mm_supported
+
+from benchmarks.train_step import timed
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SHAPES = {  # name: (preset, overrides)
@@ -53,7 +53,7 @@ def train_step(config: ModelConfig, batch: torch.Tensor, dtype: torch.dtype):
 
     def step() -> None:
         with torch.autocast(batch.device.type, dtype, enabled=dtype != torch.float32):
-            _, loss = model(inputs, targets)
+            loss = model(inputs, targets).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -5,7 +5,7 @@
     PYTHONPATH=. python -m torch.distributed.run --standalone --nproc_per_node=1 \\
         benchmarks/sharded_init.py --preset pythia-1b      # world size 1: no sharding
 
-The path is the trainer's `build_model` (`train/trainer.py`), spelled out so that each
+The path is the trainer's `build_model` (`train/build.py`), spelled out so that each
 step can be measured: build the preset (its own vocabulary) on the meta device, shard
 it with `parallelize` and a default `TrainConfig` (fp32 on CPU) over a 1-D gloo mesh
 from `train.dist.device_mesh`, then allocate and initialise it with `materialize`.
@@ -30,11 +30,10 @@ import time
 
 import torch
 import torch.distributed as tdist
-
 from strata.model import ModelConfig
-from strata.train import dist
 from strata.run.config import TrainConfig
-from strata.train.trainer import build_model
+from strata.train import dist
+from strata.train.build import build_model
 
 GIB = 1024**3
 

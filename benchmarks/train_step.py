@@ -28,7 +28,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from strata.checkpoints.hf import hf_config
 from strata.checkpoints.hf_weights import to_hf_state_dict
 from strata.model import GPT, ModelConfig
@@ -68,7 +67,7 @@ def step_fn(model: torch.nn.Module, hf: bool, batch: torch.Tensor, dtype: torch.
                     logits.flatten(0, 1).float(), targets.flatten()
                 )
             else:
-                _, loss = model(inputs, targets)
+                loss = model(inputs, targets).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,6 +1,6 @@
 """Checkpoints: resume (DCP), publication schedule, published revisions, loading.
 
-`from checkpoints import load`; `load("runs/quickstart/checkpoints/step256")` returns
+`from strata.checkpoints import load`; `load("runs/quickstart/checkpoints/step256")` returns
 our `GPT` with that revision's weights.
 """
 

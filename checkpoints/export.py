@@ -29,23 +29,15 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-
 from strata.checkpoints import safe_dcp
 from strata.checkpoints.hf import config_from_hf
 from strata.checkpoints.hf_weights import from_hf_state_dict
-from strata.checkpoints.load import load, read_metadata
+from strata.checkpoints.load import build_empty, load, read_metadata
 from strata.checkpoints.publish import hf_incompatibility, write_revision
-from strata.checkpoints.resume import latest_resume
 from strata.model import GPT, ModelConfig
+from strata.run import Located, RunPaths
+from strata.run.layout import HF_CONFIG, TRAINER_STATE, is_revision
 from strata.tokenizer import Tokenizer
-
-
-def _empty_model(config: ModelConfig) -> GPT:
-    with torch.device("meta"):
-        model = GPT(config)
-    model.to_empty(device="cpu")
-    model.init_weights(seed=0)  # fills rotary tables; every weight is overwritten next
-    return model
 
 
 def _tokenizer_in(folder: Path) -> Tokenizer | None:
@@ -56,36 +48,26 @@ def _tokenizer_in(folder: Path) -> Tokenizer | None:
 
 def resolve_resume(path: Path) -> Path:
     """A resume checkpoint folder from itself, a `resume/` folder or a run folder."""
-    if (path / "trainer.json").is_file():
-        return path
-    for resume_dir in (path, path / "resume"):
-        if (resume_dir / "latest").is_file():
-            found = latest_resume(resume_dir)
-            if found is not None:
-                return found
-    raise FileNotFoundError(
-        f"{path}: not a published revision (strata.json), a resume checkpoint "
-        "(trainer.json) or a run folder with resume/latest"
-    )
+    return Located("resume", path, None).resume_checkpoint()
 
 
 def from_resume(path: Path) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
     """Model weights of a DCP resume checkpoint (the optimizer state is not read)."""
-    trainer = path / "trainer.json"
+    trainer = path / TRAINER_STATE
     try:
         state = json.loads(trainer.read_text())
         config = ModelConfig.from_dict(state["model_config"])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{trainer}: no usable model_config ({err!r})") from None
-    model = _empty_model(config)
+    model = build_empty(config)
     target = {"model": model.state_dict()}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
         safe_dcp.load(target, path, no_dist=True, model_config=config.to_dict())
     model.load_state_dict(target["model"])
-    run_dir = path.parent.parent
+    run = RunPaths(path.parent.parent)  # resume/step-XXXXXXXX/ of a run
     info = {"step": state["step"], "tokens": state.get("tokens"), "exported_from": str(path)}
-    return model, _tokenizer_in(run_dir / "tokenizer"), info
+    return model, _tokenizer_in(run.tokenizer), info
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -140,7 +122,7 @@ def load_any(src: str | Path) -> tuple[GPT, Tokenizer | None]:
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such checkpoint folder")
-    if (src / "strata.json").is_file() or (src / "config.json").is_file():
+    if is_revision(src):
         return load(src), _tokenizer_in(src)
     model, tokenizer, _ = from_resume(resolve_resume(src))
     return model.eval(), tokenizer
@@ -154,7 +136,8 @@ def export_hf(src: str | Path, out: str | Path) -> Path:
     meta = read_metadata(src)
     if meta is not None:
         keep = ("step", "tokens", "train_loss", "val_loss", "data", "run")
-        info = {k: meta[k] for k in keep if k in meta} | {"exported_from": str(src)}
+        info = {k: v for k, v in meta.to_dict().items() if k in keep}
+        info["exported_from"] = str(src)
         model, tokenizer = load(src, verify=True), _tokenizer_in(src)
     else:
         model, tokenizer, info = from_resume(resolve_resume(src))
@@ -167,7 +150,7 @@ def export_hf(src: str | Path, out: str | Path) -> Path:
 def import_hf(src: str | Path, out: str | Path) -> Path:
     """Read a local Hugging Face folder into a Strata checkpoint folder `out`."""
     src, out = Path(src), Path(out)
-    cfg_path = src / "config.json"
+    cfg_path = src / HF_CONFIG
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: missing; expected a Hugging Face model folder")
     weights = read_hf_weights(src)
@@ -177,7 +160,7 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
         raise ValueError(f"{cfg_path}: missing key {err}") from None
     except (json.JSONDecodeError, AttributeError, TypeError) as err:
         raise ValueError(f"{cfg_path}: not a Hugging Face config ({err})") from None
-    model = _empty_model(config)
+    model = build_empty(config)
     try:
         model.load_state_dict(from_hf_state_dict(weights, config))
     except (KeyError, RuntimeError) as err:

@@ -1,30 +1,17 @@
 """Small file helpers for resume and published checkpoints: atomic JSON, git commit.
 
-Folder replacement and file hashing are shared with `tokenizer/` (its `fsutil`)."""
+Folder replacement and file hashing are shared with `tokenizer/` (its `fsutil`), atomic
+JSON with the run layer (`run/jsonfile.py`)."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
+from strata.run.jsonfile import write_atomic as write_json_atomic
 from strata.tokenizer.fsutil import replace_dir, sha256_file
 
 __all__ = ["git_commit", "replace_dir", "sha256_file", "write_json_atomic"]
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def git_commit() -> str | None:

@@ -149,10 +149,16 @@ def _check_moe_compatible(config: ModelConfig, fam: _Family) -> None:
 
 
 def hf_config(
-    config: ModelConfig, *, bos_id: int | None, eos_id: int | None, pad_id: int | None = None
+    config: ModelConfig,
+    *,
+    bos_id: int | None,
+    eos_id: int | None,
+    pad_id: int | None = None,
+    family: _Family | None = None,
 ) -> dict[str, Any]:
-    """A `config.json` dict that the family's HF class / `AutoModelForCausalLM` loads."""
-    fam = check_hf_compatible(config)
+    """A `config.json` dict that the family's HF class / `AutoModelForCausalLM` loads.
+    `family`: the config's `check_hf_compatible` result when the caller already has it."""
+    fam = family or check_hf_compatible(config)
     theta = config.rope_theta
     out = {
         "architectures": [fam.hf_class],

@@ -17,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
-from strata.checkpoints.hf import _EXPERTS, FAMILIES, check_hf_compatible
+from strata.checkpoints.hf import _EXPERTS, FAMILIES, _Family, check_hf_compatible
 from strata.model import ModelConfig
 
 
-def _names(config: ModelConfig) -> list[tuple[tuple[str, ...], str]]:
-    """(our state_dict names, HF name) for every weight; several ours = a fused q/k/v."""
-    fam = check_hf_compatible(config)
+def _names(config: ModelConfig, fam: _Family) -> list[tuple[tuple[str, ...], str]]:
+    """(our state_dict names, HF name) for every weight; several ours = a fused q/k/v.
+    `fam` is the config's `check_hf_compatible` result."""
     embed, final_norm, head = fam.top
     norm_p = ("weight", "bias") if config.norm_bias else ("weight",)
     lin_p = ("weight", "bias") if config.bias else ("weight",)
@@ -64,13 +63,15 @@ def _check_keys(given: set[str], expected: set[str], where: str) -> None:
 Plan = list[tuple[str, tuple[str, ...], Callable[..., torch.Tensor]]]
 
 
-def hf_plan(config: ModelConfig) -> Plan:
+def hf_plan(config: ModelConfig, family: _Family | None = None) -> Plan:
     """Every exported tensor in file order: (HF name, our input names, the function of
     those inputs that gives it). A writer can follow it one output at a time, holding
-    only that output's inputs (`checkpoints.publish` streams sharded models this way)."""
+    only that output's inputs (`checkpoints.publish` streams sharded models this way).
+    `family`: the config's `check_hf_compatible` result when the caller already has it."""
+    fam = family or check_hf_compatible(config)
     tied = {"lm_head.weight"} if config.tie_embeddings else set()
     plan: Plan = []
-    for ours, theirs in _names(config):
+    for ours, theirs in _names(config, fam):
         if ours[0] in tied:
             continue
         fn = functools.partial(_fuse_qkv, n_heads=config.n_heads) if len(ours) == 3 else identity
@@ -101,9 +102,10 @@ def to_hf_state_dict(
     state_dict: dict[str, torch.Tensor], config: ModelConfig
 ) -> dict[str, torch.Tensor]:
     """Our `GPT.state_dict()` -> the family's HF names (contiguous; output omitted when tied)."""
-    plan = hf_plan(config)
+    fam = check_hf_compatible(config)
+    plan = hf_plan(config, fam)
     optional = {"lm_head.weight"} if config.tie_embeddings else set()
-    expected = {name for ours, _ in _names(config) for name in ours}
+    expected = {name for ours, _ in _names(config, fam) for name in ours}
     expected |= {ours + w for ours, _ in _expert_layers(config) for w, _ in _EXPERTS}
     _check_keys(set(state_dict) | optional, expected, "to_hf_state_dict")
     return {
@@ -152,7 +154,7 @@ def from_hf_state_dict(
     hf_state_dict: dict[str, torch.Tensor], config: ModelConfig
 ) -> dict[str, torch.Tensor]:
     """HF weights -> a state_dict `GPT(config).load_state_dict` accepts (strict)."""
-    pairs = _names(config)
+    pairs = _names(config, check_hf_compatible(config))
     hf_sd = {k: v for k, v in hf_state_dict.items() if not _BUFFERS.search(k)}
     head = pairs[-1][1]
     if head not in hf_sd and "lm_head.weight" in hf_sd:  # GPT-NeoX under transformers 5

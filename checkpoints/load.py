@@ -5,7 +5,9 @@ from `strata.json` (the native config, including the real vocabulary size) or, f
 plain Hugging Face folder, from `config.json`. Weights are read with safetensors only:
 nothing is unpickled, and pickled `pytorch_model.bin` / `*.pt` files next to the weights
 are never opened. With `verify=True` every file's sha256 is checked against the
-digests recorded in `strata.json` before anything is loaded.
+digests recorded in `strata.json` before anything is loaded. The model is built empty
+(`build_empty`, shared with export/import: meta device, `to_empty`, buffers only, no
+random init) and every parameter is filled by a strict `load_state_dict`.
 
 Untrusted or damaged folders fail with one `ValueError` naming the file: invalid JSON, a
 `strata.json` or `config.json` without a usable model config, a truncated or corrupt
@@ -15,39 +17,27 @@ are not plain file names inside the folder.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
-
 from strata.checkpoints.files import sha256_file
 from strata.checkpoints.hf import config_from_hf
 from strata.checkpoints.hf_weights import from_hf_state_dict
 from strata.model import GPT, ModelConfig
+from strata.run import RevisionMeta
+from strata.run.jsonfile import read_object
+from strata.run.layout import HF_CONFIG, REVISION_META, WEIGHTS
 
 PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 """Suffixes of pickled weight files: never opened, named when they stand in for safetensors."""
 
 
-def read_metadata(path: str | Path) -> dict[str, Any] | None:
-    """A revision's strata.json, or None for a folder that has none."""
-    meta = Path(path) / "strata.json"
-    if not meta.is_file():
-        return None
-    return _read_json(meta)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+def read_metadata(path: str | Path) -> RevisionMeta | None:
+    """A revision's strata.json (typed), or None for a folder that has none."""
+    return RevisionMeta.read(path)
 
 
 def verify_revision(path: str | Path) -> None:
@@ -56,10 +46,9 @@ def verify_revision(path: str | Path) -> None:
     meta = read_metadata(path)
     if meta is None:
         raise ValueError(f"{path}: no strata.json to verify against")
-    digests = meta.get("sha256")
-    if not isinstance(digests, dict):
-        raise ValueError(f"{path / 'strata.json'}: no 'sha256' map of the revision's files")
-    for name, digest in digests.items():
+    if not meta.sha256:
+        raise ValueError(f"{path / REVISION_META}: no 'sha256' map of the revision's files")
+    for name, digest in meta.sha256.items():
         target = path / name
         if Path(name).name != name or name in (".", "..") or not target.is_file():
             raise ValueError(f"{path}: strata.json lists {name!r}, which is not in the folder")
@@ -72,13 +61,13 @@ def load_config(path: str | Path) -> ModelConfig:
     path = Path(path)
     meta = read_metadata(path)
     if meta is not None:
-        return _config_from(path / "strata.json", ModelConfig.from_dict, meta.get("model_config"))
-    hf = path / "config.json"
+        return _config_from(path / REVISION_META, ModelConfig.from_dict, meta.model_config)
+    hf = path / HF_CONFIG
     if not hf.is_file():
         raise FileNotFoundError(
             f"{path}: expected a revision folder with strata.json or config.json"
         )
-    return _config_from(hf, config_from_hf, _read_json(hf))
+    return _config_from(hf, config_from_hf, read_object(hf))
 
 
 def _config_from(source: Path, build: Callable[[dict], ModelConfig], raw: Any) -> ModelConfig:
@@ -97,6 +86,20 @@ def _native(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, to
     return state
 
 
+def build_empty(config: ModelConfig, device: str | torch.device = "cpu") -> GPT:
+    """`GPT(config)` allocated on `device`, to be filled by a strict `load_state_dict`.
+
+    Built on the meta device, then `to_empty` + `init_buffers()` (rotary tables, tied
+    lm_head, zero routing biases): no random numbers are drawn. The parameters hold
+    uninitialised memory until loaded; a strict load (every caller's) refuses weights
+    that lack any of them, so none is ever used unfilled."""
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device=device)
+    model.init_buffers()
+    return model
+
+
 def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = False) -> GPT:
     """Our `GPT` with the weights of the revision at `path`, in eval mode."""
     path = Path(path)
@@ -105,7 +108,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = Fa
     if verify:
         verify_revision(path)
     config = load_config(path)
-    weights = path / "model.safetensors"
+    weights = path / WEIGHTS
     if not weights.is_file():
         pickled = sorted(p.name for p in path.glob("*") if p.suffix in PICKLED)
         why = f"; {', '.join(pickled)} not loaded: pickled weights are refused" if pickled else ""
@@ -114,17 +117,14 @@ def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = Fa
         hf_sd = load_file(str(weights), device=str(device))
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
-    with torch.device("meta"):
-        model = GPT(config)
-    model.to_empty(device=device)
-    model.init_weights(seed=0)  # fills rotary tables; weights are overwritten below
-    meta = read_metadata(path) or {}
+    model = build_empty(config, device)
+    meta = read_metadata(path)
     try:
-        if meta.get("weights_format") == "strata":  # our own names (no HF class fits)
+        if meta is not None and meta.native_weights:  # our own names (no HF class fits)
             model.load_state_dict(_native(hf_sd, config))
         else:
             model.load_state_dict(from_hf_state_dict(hf_sd, config))
     except (KeyError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        raise ValueError(f"{weights}: weights do not fit the model config ({first})") from None
+        why = " ".join(str(err).split())[:400] or repr(err)  # one line, naming the keys
+        raise ValueError(f"{weights}: weights do not fit the model config ({why})") from None
     return model.eval()

@@ -3,15 +3,16 @@
 
 Design choices:
 - Everything is rebuilt offline from the prepared dataset and the run's resolved
-  `RUN/config.toml` (read with tomllib: `checkpoints/` never imports `train/`), through
-  the data-order contract in `tokenizer/order.py`. No model, no GPU.
-- A relative `data.dataset` is tried against the working directory, then against the
-  folder the run was launched from (RUN minus `run.out_dir/run.name`); `dataset=`
-  overrides. A dataset whose fingerprint or tokenizer differs from the run's is refused.
+  `RUN/config.toml` (read through the run layer, `strata.run`, with the real schema:
+  `checkpoints/` never imports `train/`), through the data-order contract in
+  `tokenizer/order.py`. No model, no GPU.
+- The dataset is found by the run layer's one rule (`strata.run.dataset`: the working
+  directory, then the folder the run was launched from); `dataset=` overrides. A
+  dataset whose fingerprint or tokenizer differs from the run's is refused.
 - A window "overlaps" a document when any of its `seq_len + 1` tokens lies in the
   document's span (its tokens plus the EOS that follows it).
-- Text is searched at byte level: every token's bytes (byte-level BPE alphabet, or
-  SentencePiece pieces with byte fallback) are laid end to end, so an occurrence is
+- Text is searched at byte level: every token's bytes (`tokenizer.tokbytes`: byte-level
+  BPE alphabet, or pieces with byte fallback) are laid end to end, so an occurrence is
   found whatever tokens the text was split into in context. The table is checked
   against `Tokenizer.decode` first; if it disagrees, the token ids of
   `encode(TEXT)` are searched instead (method "tokens"). The stream is scanned in
@@ -25,46 +26,20 @@ Design choices:
 
 from __future__ import annotations
 
-import json
-import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from strata.checkpoints.schedule import publish_steps
-from strata.tokenizer.fsutil import sha256_file
+from strata.run import Manifest, RevisionMeta, RunPaths, dataset_fingerprint, locate
+from strata.run.config import Config, PublishConfig
+from strata.run.dataset import resolve_dataset
 from strata.tokenizer.order import batch_digest, batch_window_indices, epoch_permutation, rank_slice
 from strata.tokenizer.shards import TokenShards, load_index
 from strata.tokenizer.tok import Tokenizer
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 only
-    import tomli as tomllib
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's resolved `config.toml` as a dict, or None when the run has none."""
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        return None
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
-
-
-def dataset_fingerprint(dataset_dir: str | Path) -> str:
-    """sha256 of the dataset's `index.json` bytes (it lists every shard's sha256), as the
-    trainer records it in `strata.json` `data.dataset_fingerprint`."""
-    path = Path(dataset_dir) / "index.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no index.json; is {dataset_dir} a prepared dataset?")
-    return sha256_file(path)
+from strata.tokenizer.tokbytes import token_bytes
 
 
 @dataclass(frozen=True)
@@ -77,78 +52,55 @@ class RunSpec:
     seq_len: int
     global_batch_size: int
     max_steps: int
-    publish: dict[str, Any] = field(default_factory=dict)
+    publish: PublishConfig = field(default_factory=PublishConfig)
 
-
-def _get(cfg: dict, path: Path, section: str, key: str) -> Any:
-    try:
-        return cfg[section][key]
-    except (KeyError, TypeError):
-        raise ValueError(f"{path}: missing [{section}] {key}") from None
-
-
-def _resolve_dataset(run_dir: Path, cfg: dict, raw: str) -> Path:
-    dataset = Path(raw)
-    if dataset.is_absolute():
-        return dataset
-    tried = [Path.cwd() / dataset]
-    out_dir = Path(cfg.get("run", {}).get("out_dir", "runs"))
-    depth = len(out_dir.parts) + 1  # RUN = <launch dir>/<out_dir>/<name>
-    if not out_dir.is_absolute() and depth < len(run_dir.resolve().parts):
-        tried.append(run_dir.resolve().parents[depth - 1] / dataset)
-    for candidate in tried:
-        if (candidate / "index.json").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"dataset {raw!r} from {run_dir / 'config.toml'} not found (tried "
-        f"{', '.join(map(str, tried))}); pass --dataset"
-    )
+    @classmethod
+    def of(cls, run: RunPaths, cfg: Config, dataset: Path) -> RunSpec:
+        t = cfg.train
+        return cls(run.root, dataset, t.seed, t.seq_len, t.global_batch_size, t.max_steps,
+                   cfg.publish)  # fmt: skip
 
 
 def read_run(run_dir: str | Path, dataset: str | Path | None = None) -> RunSpec:
-    run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
+    """The data-order facts of the run at `run_dir`, with its dataset found by the one
+    rule of `strata.run.dataset` (or `dataset` when given) and checked to be the one the
+    run recorded."""
+    where = locate(run_dir)
+    cfg = where.run.read_config() if where.kind == "run" else None
     if cfg is None:
         raise FileNotFoundError(f"{run_dir}: no config.toml; expected a run folder")
-    path = run_dir / "config.toml"
-    data = (
-        Path(dataset)
-        if dataset
-        else _resolve_dataset(run_dir, cfg, _get(cfg, path, "data", "dataset"))
-    )
-    ints = {
-        k: _get(cfg, path, "train", k)
-        for k in ("seed", "seq_len", "global_batch_size", "max_steps")
-    }
-    spec = RunSpec(run_dir, data, **ints, publish=dict(cfg.get("publish", {})))
+    run = where.run
+    data = Path(dataset) if dataset else resolve_dataset(cfg.data.dataset, run.root,
+                                                        cfg.run.out_dir)  # fmt: skip
+    spec = RunSpec.of(run, cfg, data)
     _check_same_data(spec)
     return spec
 
 
-def _recorded_fingerprint(run_dir: Path) -> tuple[str | None, Path | None]:
+def _recorded_fingerprint(run: RunPaths) -> tuple[str | None, Path | None]:
     """`data.dataset_fingerprint` of the run's latest readable revision, if any."""
     try:
-        entries = manifest_entries(run_dir / "checkpoints") or []
+        entries = Manifest.read(run.checkpoints).revisions
     except ValueError:
         return None, None  # `strata verify` reports a broken manifest
-    steps = {id(e): e.get("step") if isinstance(e.get("step"), int) else -1 for e in entries}
-    for entry in sorted(entries, key=lambda e: steps[id(e)], reverse=True):
-        meta = run_dir / "checkpoints" / str(entry.get("revision")) / "strata.json"
-        if "/" not in str(entry.get("revision")) and meta.is_file():
-            try:
-                return json.loads(meta.read_text()).get("data", {}).get("dataset_fingerprint"), meta
-            except (ValueError, AttributeError):
-                continue
+    for entry in sorted(entries, key=lambda e: e.step, reverse=True):
+        try:
+            meta = RevisionMeta.read(run.checkpoints / entry.revision)
+        except (OSError, ValueError):
+            continue
+        if meta is not None and meta.data is not None:
+            return meta.data.dataset_fingerprint, run.checkpoints / entry.revision
     return None, None
 
 
 def _check_same_data(spec: RunSpec) -> None:
     """Refuse a dataset or tokenizer other than the ones the run recorded."""
-    recorded, where = _recorded_fingerprint(spec.run_dir)
+    run = RunPaths(spec.run_dir)
+    recorded, where = _recorded_fingerprint(run)
     if recorded and recorded != dataset_fingerprint(spec.dataset):
         raise ValueError(f"{spec.dataset}: not the dataset this run trained on (its "
                          f"index.json differs from the one {where} records)")  # fmt: skip
-    tok = spec.run_dir / "tokenizer"
+    tok = run.tokenizer
     if (
         tok.is_dir()
         and Tokenizer.load(tok).sha256() != load_index(spec.dataset)["tokenizer_sha256"]
@@ -156,30 +108,13 @@ def _check_same_data(spec: RunSpec) -> None:
         raise ValueError(f"{spec.dataset}: prepared with another tokenizer than {tok}")
 
 
-def manifest_entries(checkpoints_dir: Path) -> list[dict[str, Any]] | None:
-    """The manifest's revision entries as stored (unvalidated), or None without a manifest."""
-    path = checkpoints_dir / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        revisions = json.loads(path.read_text())["revisions"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a valid manifest ({err})") from None
-    if not isinstance(revisions, list) or not all(isinstance(r, dict) for r in revisions):
-        raise ValueError(f"{path}: 'revisions' must be a list of objects")
-    return revisions
-
-
 def revisions(spec: RunSpec) -> tuple[list[tuple[str, int]], str]:
     """(revision name, step) in step order, from the manifest, else from the schedule."""
-    entries = manifest_entries(spec.run_dir / "checkpoints")
+    entries = Manifest.read(RunPaths(spec.run_dir).checkpoints).revisions
     if entries:
-        named = [(str(e.get("revision")), e.get("step")) for e in entries]
-        return sorted((r for r in named if isinstance(r[1], int)), key=lambda r: r[1]), "manifest"
+        return [(e.revision, e.step) for e in entries], "manifest"
     p = spec.publish
-    steps = publish_steps(
-        spec.max_steps, p.get("every", 1000), p.get("extra_steps", ()), p.get("log_spaced", True)
-    )
+    steps = publish_steps(spec.max_steps, p.every, p.extra_steps, p.log_spaced)
     return [(f"step{s}", s) for s in steps], "schedule"
 
 
@@ -259,28 +194,6 @@ def _find_all(hay: np.ndarray, needle: np.ndarray) -> np.ndarray:
     for k in range(1, len(needle)):
         found = found[hay[found + k] == needle[k]]
     return found
-
-
-def _byte_level_chars() -> dict[str, int]:
-    """GPT-2's byte-level alphabet: character -> the byte it stands for."""
-    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    moved = [b for b in range(256) if b not in keep]
-    return {chr(b): b for b in keep} | {chr(256 + k): b for k, b in enumerate(moved)}
-
-
-def token_bytes(tok: Tokenizer) -> list[bytes]:
-    """The bytes each token id contributes to decoded text."""
-    chars, out = _byte_level_chars(), []
-    for i in range(tok.vocab_size):
-        piece = tok.id_to_token(i) or ""
-        if tok.kind == "bpe":
-            known = all(c in chars for c in piece)
-            out.append(bytes(chars[c] for c in piece) if known else piece.encode())
-        elif m := re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece):
-            out.append(bytes([int(m[1], 16)]))
-        else:
-            out.append(piece.replace("\u2581", " ").encode())
-    return out
 
 
 def _table_agrees(tok: Tokenizer, table: list[bytes], ids: list[int]) -> bool:

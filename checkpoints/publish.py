@@ -10,7 +10,10 @@ A config that no Hugging Face class can express (e.g. an MoE with `balance = "bi
 shared experts, a Llama layout with a parallel residual) is still published, with our
 own parameter names in `model.safetensors`, no `config.json`, and `weights_format =
 "strata"` plus the reason in `strata.json`; Strata's own tools (load, study, generate,
-verify) read it, `strata export --to hf` refuses it with that reason.
+verify) read it, `strata export --to hf` refuses it with that reason. Which of the two a
+config gets is decided once, by one `check_hf_compatible` call (`weights_format`), and the
+decision is passed down to the plan, the weights' metadata and config.json; a
+`Publisher` decides it on its first revision and keeps it for the run.
 
 Writes are atomic: the revision is assembled in `.stepN.tmp/` and renamed into place,
 then the manifest is rewritten through a temporary file. A crash leaves either the
@@ -33,27 +36,26 @@ process ever holds a large model whole.
 
 from __future__ import annotations
 
-import json
+import copy
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
-
 from strata.checkpoints.files import git_commit, replace_dir, sha256_file, write_json_atomic
-from strata.checkpoints.hf import check_hf_compatible, hf_config
+from strata.checkpoints.hf import _Family, check_hf_compatible, hf_config
 from strata.checkpoints.hf_weights import Plan, hf_plan, identity
 from strata.checkpoints.safetensors_stream import Spec, StreamWriter
 from strata.model import ModelConfig
+from strata.run import RevisionMeta, update_manifest
+from strata.run.layout import HF_CONFIG, REVISION_META, WEIGHTS, revision_name
+from strata.run.meta import FORMAT_VERSION, NATIVE
 from strata.tokenizer import Tokenizer
-
-MANIFEST = "manifest.json"
-NATIVE = "strata"  # strata.json `weights_format` of a revision that no HF class can hold
-FORMAT_VERSION = 1
+from torch.distributed.tensor import DTensor
 
 
 def _rank0() -> bool:
@@ -71,21 +73,43 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+@dataclass(frozen=True)
+class WeightsFormat:
+    """How the revisions of one model config are written (`weights_format`)."""
+
+    family: _Family | None
+    """The Hugging Face family record when a class can hold the config, else None."""
+    reason: str | None
+    """Why no Hugging Face class can hold it (None when `family` is set)."""
+
+    @property
+    def hf(self) -> bool:
+        """Hugging Face names and a config.json (else our own names, `weights_format =
+        "strata"`)."""
+        return self.family is not None
+
+
+def weights_format(config: ModelConfig) -> WeightsFormat:
+    """The decision for `config`: one `check_hf_compatible` call."""
+    try:
+        return WeightsFormat(check_hf_compatible(config), None)
+    except ValueError as err:
+        return WeightsFormat(None, str(err))
+
+
 def hf_incompatibility(config: ModelConfig) -> str | None:
     """Why no Hugging Face class can hold this config (None when one can)."""
-    try:
-        check_hf_compatible(config)
-    except ValueError as err:
-        return str(err)
-    return None
+    return weights_format(config).reason
 
 
-def weights_plan(config: ModelConfig, names: list[str]) -> Plan:
+def weights_plan(config: ModelConfig, names: list[str], fmt: WeightsFormat | None = None) -> Plan:
     """What `model.safetensors` holds, output by output (`checkpoints.hf_weights.hf_plan`):
     Hugging Face names when a class can hold the config, else our own names (`names`, the
-    state_dict's), a tied lm_head stored once, as the embedding."""
-    if hf_incompatibility(config) is None:
-        return hf_plan(config)
+    state_dict's), a tied lm_head stored once, as the embedding. `fmt`: the config's
+    `weights_format`, decided here when not given."""
+    fmt = fmt or weights_format(config)
+    if fmt.hf:
+        return hf_plan(config, fmt.family)
     tied = {"lm_head.weight"} if config.tie_embeddings else set()
     return [(name, (name,), identity) for name in names if name not in tied]
 
@@ -150,15 +174,17 @@ def write_revision(
     config: ModelConfig,
     tokenizer: Tokenizer | None,
     info: dict[str, Any],
-) -> dict[str, Any] | None:
+    fmt: WeightsFormat | None = None,
+) -> RevisionMeta | None:
     """Write a complete revision folder at `out` (which must not exist); returns strata.json.
 
     Every process calls it for a sharded model: the weights are gathered one tensor at a
     time and streamed into the file, so no process ever holds more than the tensors of
-    one output; rank 0 writes, the others return None.
+    one output; rank 0 writes, the others return None. `fmt`: the config's
+    `weights_format`, decided here when not given.
     """
     state = model.state_dict()
-    path = out / "model.safetensors" if _rank0() else None
+    path = out / WEIGHTS if _rank0() else None
     if path is not None:
         out.mkdir(parents=True)
 
@@ -168,12 +194,12 @@ def write_revision(
             tensor = tensor.full_tensor()  # every process, in the same order
         return tensor.detach().to("cpu", copy=True) if path is not None else None
 
-    reason = hf_incompatibility(config)
-    plan = weights_plan(config, list(state))
-    write_weights(path, plan, state, fetch, {"format": "pt"} if reason is None else None)
+    fmt = fmt or weights_format(config)
+    plan = weights_plan(config, list(state), fmt)
+    write_weights(path, plan, state, fetch, {"format": "pt"} if fmt.hf else None)
     if path is None:
         return None
-    return _revision_files(out, config, tokenizer, info, reason)
+    return _revision_files(out, config, tokenizer, info, fmt)
 
 
 def write_revision_files(
@@ -182,14 +208,15 @@ def write_revision_files(
     config: ModelConfig,
     tokenizer: Tokenizer | None,
     info: dict[str, Any],
-) -> dict[str, Any]:
+    fmt: WeightsFormat | None = None,
+) -> RevisionMeta:
     """The files of a revision from full CPU weights (our names); returns strata.json."""
     out.mkdir(parents=True)
-    reason = hf_incompatibility(config)
-    plan = weights_plan(config, list(state))
-    metadata = {"format": "pt"} if reason is None else None
-    write_weights(out / "model.safetensors", plan, state, state.__getitem__, metadata)
-    return _revision_files(out, config, tokenizer, info, reason)
+    fmt = fmt or weights_format(config)
+    plan = weights_plan(config, list(state), fmt)
+    metadata = {"format": "pt"} if fmt.hf else None
+    write_weights(out / WEIGHTS, plan, state, state.__getitem__, metadata)
+    return _revision_files(out, config, tokenizer, info, fmt)
 
 
 def _revision_files(
@@ -197,24 +224,21 @@ def _revision_files(
     config: ModelConfig,
     tokenizer: Tokenizer | None,
     info: dict[str, Any],
-    reason: str | None,
-) -> dict[str, Any]:
+    fmt: WeightsFormat,
+) -> RevisionMeta:
     """Everything beside the weights: config.json, the tokenizer, strata.json."""
-    if reason is None:
-        write_json_atomic(out / "config.json", hf_config(config, **special_ids(tokenizer)))
+    if fmt.hf:
+        hf = hf_config(config, family=fmt.family, **special_ids(tokenizer))
+        write_json_atomic(out / HF_CONFIG, hf)
     else:  # no Hugging Face class: our own parameter names, no config.json
-        info = {**info, "weights_format": NATIVE, "hf_incompatible": reason}
+        info = {**info, "weights_format": NATIVE, "hf_incompatible": fmt.reason}
     if tokenizer is not None:
         tokenizer.save(out)
     digests = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()}
-    meta = {
-        "format_version": FORMAT_VERSION,
-        **info,
-        "git_commit": git_commit(),
-        "model_config": config.to_dict(),
-        "sha256": digests,
-    }
-    write_json_atomic(out / "strata.json", meta)
+    raw = {"format_version": FORMAT_VERSION, **info, "git_commit": git_commit(),
+           "model_config": config.to_dict(), "sha256": digests}  # fmt: skip
+    meta = RevisionMeta.from_dict(raw, out / REVISION_META)  # what we write is typed too
+    meta.write(out)
     return meta
 
 
@@ -228,7 +252,8 @@ class Publisher:
     previous one, and a write error (disk full) is raised there, the half-written
     folder removed and the manifest untouched. A sharded model whose fp32 weights pass
     `max_staged_gb` is never copied whole: it is streamed (`write_revision`, one tensor
-    at a time), synchronously, as is every revision without `background`.
+    at a time), synchronously, as is every revision without `background`. The weights
+    format is decided on the first revision of a config and kept (`weights_format`).
     """
 
     def __init__(
@@ -238,6 +263,14 @@ class Publisher:
         self.max_staged_bytes = max_staged_gb * 1e9
         self._pool = ThreadPoolExecutor(1, "publish") if background else None
         self.pending: tuple[int, Future] | None = None  # (step, write), rank 0 only
+        self._format: tuple[ModelConfig, WeightsFormat] | None = None  # (config, its format)
+
+    def weights_format(self, config: ModelConfig) -> WeightsFormat:
+        """`weights_format(config)`, decided once and kept while the config stays the same
+        (one Hugging Face check per run)."""
+        if self._format is None or self._format[0] != config:
+            self._format = (copy.deepcopy(config), weights_format(config))
+        return self._format[1]
 
     def publish(
         self,
@@ -249,22 +282,23 @@ class Publisher:
     ) -> Path:
         """Start (or, when not in the background, complete) revision `step{step}`."""
         self.wait()
-        root, final = self.root, self.root / f"step{step}"
-        tmp = root / f".step{step}.tmp"
+        root, final = self.root, self.root / revision_name(step)
+        tmp = root / f".{final.name}.tmp"
         if _rank0():
             root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             for stale in root.glob("step*.old-*"):  # left by a kill inside replace_dir
                 shutil.rmtree(stale, ignore_errors=True)
         info = {"revision": final.name, "step": step, **info}
+        fmt = self.weights_format(config)
         if self.stages(model):
             state = _cpu_state_dict(model)  # a collective; rank 0's copies
             if _rank0():
-                args = (tmp, final, state, config, tokenizer, info)
+                args = (tmp, final, state, config, tokenizer, info, fmt)
                 self.pending = (step, self._pool.submit(self._write, *args))
             return final
         try:
-            meta = write_revision(tmp, model, config, tokenizer, info)  # a collective
+            meta = write_revision(tmp, model, config, tokenizer, info, fmt)  # a collective
         except BaseException:
             if _rank0():  # a failed write (disk full) leaves nothing behind
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -326,30 +360,3 @@ def publish_revision(
     once the revision is in place.
     """
     return Publisher(checkpoints_dir).publish(step, model, config, tokenizer, info)
-
-
-def read_manifest(checkpoints_dir: str | Path) -> dict[str, Any]:
-    path = Path(checkpoints_dir) / MANIFEST
-    if not path.is_file():
-        return {"format_version": FORMAT_VERSION, "revisions": []}
-    try:
-        manifest = json.loads(path.read_text())
-        revisions = manifest["revisions"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a valid manifest ({err})") from None
-    for entry in revisions:
-        rev = str(entry.get("revision", ""))
-        if not rev or "/" in rev or "\\" in rev or rev.startswith("."):
-            raise ValueError(f"{path}: revision {rev!r} must name a folder inside {path.parent}")
-    return manifest
-
-
-def update_manifest(checkpoints_dir: Path, meta: dict[str, Any]) -> None:
-    """Add or replace the manifest entry for this revision, keeping step order."""
-    manifest = read_manifest(checkpoints_dir)
-    keys = ("revision", "step", "tokens", "train_loss", "val_loss")
-    entry = {k: meta.get(k) for k in keys}
-    revisions = [r for r in manifest["revisions"] if r["revision"] != entry["revision"]]
-    revisions.append(entry)
-    manifest["revisions"] = sorted(revisions, key=lambda r: r["step"])
-    write_json_atomic(checkpoints_dir / MANIFEST, manifest)

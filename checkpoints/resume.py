@@ -32,12 +32,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
 from strata.checkpoints import safe_dcp
 from strata.checkpoints.files import write_json_atomic
+from strata.run.layout import LATEST, TRAINER_STATE, latest_resume, resume_name
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-LATEST = "latest"
+__all__ = ["ResumeWriter", "latest_resume", "load_resume", "prune", "save_resume"]
 
 
 def _rank0() -> bool:
@@ -99,8 +99,8 @@ class ResumeWriter:
     ) -> Path:
         """Start (or, when not in the background, complete) the checkpoint of `step`."""
         self.wait()
-        final = self.resume_dir / f"step-{step:08d}"
-        tmp = self.resume_dir / f"step-{step:08d}.tmp"
+        final = self.resume_dir / resume_name(step)
+        tmp = self.resume_dir / f"{resume_name(step)}.tmp"
         if _rank0():
             self.resume_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -132,7 +132,7 @@ class ResumeWriter:
     def _finish(self, tmp: Path, final: Path, trainer_state: dict[str, Any]) -> None:
         _barrier()  # every rank's shards are on disk
         if _rank0():
-            write_json_atomic(tmp / "trainer.json", trainer_state)
+            write_json_atomic(tmp / TRAINER_STATE, trainer_state)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             (self.resume_dir / f".{LATEST}.tmp").write_text(final.name + "\n")
@@ -176,18 +176,6 @@ def prune(resume_dir: Path, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def latest_resume(resume_dir: str | Path) -> Path | None:
-    """The folder named by `resume/latest`, or None when there is no checkpoint yet."""
-    pointer = Path(resume_dir) / LATEST
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text().strip()
-    path = Path(resume_dir) / name
-    if "/" in name or ".." in name or not (path / "trainer.json").is_file():
-        raise ValueError(f"{pointer}: names {name!r}, which is not a complete checkpoint")
-    return path
-
-
 def load_resume(
     path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
@@ -203,6 +191,6 @@ def load_resume(
     )
     torch.set_rng_state(state["rng"]["cpu"])
     try:
-        return json.loads((path / "trainer.json").read_text())
+        return json.loads((path / TRAINER_STATE).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path / 'trainer.json'}: not a readable trainer state ({err})") from None
+        raise ValueError(f"{path / TRAINER_STATE}: not a readable trainer state ({err})") from None

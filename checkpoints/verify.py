@@ -22,20 +22,18 @@ Design choices:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from strata.checkpoints.provenance import manifest_entries, read_config
 from strata.checkpoints.schedule import publish_steps
+from strata.run import Manifest, RevisionMeta, locate
+from strata.run.config import Config
+from strata.run.layout import MANIFEST, REVISION_META, TMP_REVISION, RunPaths, revision_step
 from strata.tokenizer.tok import Tokenizer
 
-STEP_DIR = re.compile(r"step(\d+)")
-SAFE_NAME = re.compile(r"[^./\\][^/\\]*")
 LEDGER_KEYS = ("tokenizer_sha256", "dataset_fingerprint", "seed", "seq_len",
                "global_batch_size", "n_windows")  # fmt: skip
 
@@ -62,15 +60,14 @@ class Report:
         self.problems.append(Problem(kind, str(path), detail))
 
 
-def locate(path: str | Path) -> tuple[Path | None, Path]:
-    """(run folder or None, checkpoints folder) for a run folder or its checkpoints/."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        return path, path / "checkpoints"
-    if path.is_dir() and any(p.name == "manifest.json" or STEP_DIR.fullmatch(p.name)
-                             for p in path.iterdir()):  # fmt: skip
-        return (path.parent if (path.parent / "config.toml").is_file() else None), path
-    raise ValueError(f"{path}: not a run folder (with checkpoints/) or a checkpoints folder")
+def _locate(path: str | Path) -> tuple[RunPaths | None, Path]:
+    """(the run or None, its checkpoints folder) for a run folder or a checkpoints folder."""
+    where = locate(path)
+    if where.kind not in ("run", "checkpoints", "revisions"):
+        raise ValueError(f"{path}: not a run folder (with checkpoints/) or a checkpoints folder")
+    if where.kind == "run" and not where.run.checkpoints.is_dir():
+        raise ValueError(f"{path}: a run folder with no checkpoints/ yet")
+    return where.run, where.checkpoints
 
 
 def _hash(path: Path, bar: Any) -> str:
@@ -83,25 +80,25 @@ def _hash(path: Path, bar: Any) -> str:
     return digest.hexdigest()
 
 
-def _read_meta(folder: Path, step: int, report: Report) -> dict[str, Any] | None:
-    path = folder / "strata.json"
+def _read_meta(folder: Path, step: int, report: Report) -> RevisionMeta | None:
+    path = folder / REVISION_META
     try:
-        meta = json.loads(path.read_text())
+        meta = RevisionMeta.read(folder)
     except (OSError, ValueError) as err:
-        report.add("bad-metadata", path, f"unreadable ({err})")
+        report.add("bad-metadata", path, f"unreadable ({str(err).removeprefix(f'{path}: ')})")
         return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
+    if meta is None or not meta.sha256:
         report.add("bad-metadata", path, "no 'sha256' map of the revision's files")
         return None
-    if meta.get("step") != step or meta.get("revision", folder.name) != folder.name:
-        detail = f"says step {meta.get('step')!r}, revision {meta.get('revision')!r}"
+    if meta.step != step or (meta.revision or folder.name) != folder.name:
+        detail = f"says step {meta.step!r}, revision {meta.revision!r}"
         report.add("step-mismatch", path, f"{detail}, in folder {folder.name}")
     return meta
 
 
 def _check_files(folder: Path, listed: dict, bar: Any, report: Report) -> str | None:
     """Re-hash a revision's files against `listed`; returns a hash of its weights."""
-    present = {p.name: p for p in folder.iterdir() if p.name != "strata.json"}
+    present = {p.name: p for p in folder.iterdir() if p.name != REVISION_META}
     actual = {n: _hash(p, bar) for n, p in sorted(present.items()) if p.is_file()}
     report.files += len(actual)
     report.bytes += sum(present[n].stat().st_size for n in actual)
@@ -122,65 +119,60 @@ def _scan_folders(ckpt: Path, report: Report) -> dict[str, int]:
     for entry in sorted(ckpt.iterdir()):
         if entry.is_symlink():  # it could point anywhere: never followed
             report.add("symlink", entry, f"a link to {os.readlink(entry)}, not part of the run")
-        elif entry.is_dir() and (m := STEP_DIR.fullmatch(entry.name)):
-            folders[entry.name] = int(m[1])
-        elif re.fullmatch(r"\.step\d+\.tmp", entry.name):
+        elif entry.is_dir() and (step := revision_step(entry.name)) is not None:
+            folders[entry.name] = step
+        elif TMP_REVISION.fullmatch(entry.name):
             report.notes.append(f"{entry}: publication in progress or abandoned (ignored)")
-        elif entry.name != "manifest.json":
+        elif entry.name != MANIFEST:
             report.notes.append(f"{entry}: not a revision (ignored)")
     return folders
 
 
 def _check_manifest(ckpt: Path, folders: dict[str, int], report: Report) -> dict[str, int]:
     """Manifest entries vs folders; returns every known revision (name -> step)."""
-    path, known, seen = ckpt / "manifest.json", dict(folders), set()
+    path, known, seen = ckpt / MANIFEST, dict(folders), set()
     try:
-        entries = manifest_entries(ckpt)
-        if entries is None and folders:
+        manifest = Manifest.read(ckpt, on_bad=lambda kind, detail: report.add(kind, path, detail))
+        if not manifest.exists and folders:
             report.add("bad-manifest", path, "missing: every revision is unlisted")
     except ValueError as err:
-        entries = None
+        manifest = None
         report.add("bad-manifest", path, str(err).split(": ", 1)[-1])
-    for entry in entries or []:
-        name, step = entry.get("revision"), entry.get("step")
-        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-            report.add("unsafe-revision-name", path, f"{name!r} is not a folder inside {ckpt}")
-            continue
-        if name in seen:
-            report.add("duplicate-revision", path, f"{name} is listed twice")
-        seen.add(name)
-        if name not in folders:
-            report.add("missing-revision", ckpt / name, "in the manifest, folder missing")
-        m = STEP_DIR.fullmatch(name)
-        if m is None or int(m[1]) != step:
-            report.add("step-mismatch", path, f"entry {name!r} has step {step!r}")
-        known.setdefault(name, int(m[1]) if m else step if isinstance(step, int) else -1)
-    for name in sorted(set(folders) - seen, key=folders.get) if entries is not None else ():
+    for entry in manifest.revisions if manifest else []:
+        if entry.revision in seen:
+            report.add("duplicate-revision", path, f"{entry.revision} is listed twice")
+        seen.add(entry.revision)
+        if entry.revision not in folders:
+            report.add("missing-revision", ckpt / entry.revision, "in the manifest, folder missing")
+        known.setdefault(entry.revision, entry.step)
+    unlisted = sorted(set(folders) - seen, key=folders.get) if manifest and manifest.exists else ()
+    for name in unlisted:
         report.add("unlisted-revision", ckpt / name, "folder not in the manifest")
     return known
 
 
-def _check_schedule(cfg: dict, known: dict[str, int], ckpt: Path, report: Report) -> None:
+def _check_schedule(cfg: Config, known: dict[str, int], ckpt: Path, report: Report) -> None:
     """Every scheduled step up to the last published one must have been published."""
-    train, pub = cfg.get("train", {}), cfg.get("publish", {})
-    if "max_steps" not in train or not known:
+    if not known:
         return
-    schedule = publish_steps(train["max_steps"], pub.get("every", 1000),
-                             pub.get("extra_steps", ()), pub.get("log_spaced", True))  # fmt: skip
+    pub = cfg.publish
+    schedule = publish_steps(cfg.train.max_steps, pub.every, pub.extra_steps, pub.log_spaced)
     for step in sorted({s for s in schedule if s <= max(known.values())} - set(known.values())):
         report.add("missing-scheduled", ckpt / f"step{step}", "scheduled but not published")
 
 
-def _expected_ledger(run: Path | None, cfg: dict | None, report: Report) -> dict[str, tuple]:
+def _expected_ledger(run: RunPaths | None, cfg: Config | None, report: Report) -> dict:
     """(value, where from) of ledger fields fixed by the run's own files."""
-    expect = {k: (v, "config.toml") for k, v in (cfg or {}).get("train", {}).items()
-              if k in ("seed", "seq_len", "global_batch_size")}  # fmt: skip
-    if run is not None and (run / "tokenizer").is_dir():
+    expect: dict[str, tuple] = {}
+    if cfg is not None:
+        t = cfg.train
+        expect = {k: (getattr(t, k), "config.toml") for k in ("seed", "seq_len",
+                                                             "global_batch_size")}  # fmt: skip
+    if run is not None and run.tokenizer.is_dir():
         try:
-            sha = Tokenizer.load(run / "tokenizer").sha256()
-            expect["tokenizer_sha256"] = (sha, "RUN/tokenizer")
+            expect["tokenizer_sha256"] = (Tokenizer.load(run.tokenizer).sha256(), "RUN/tokenizer")
         except (ValueError, FileNotFoundError) as err:
-            report.add("tokenizer-mismatch", run / "tokenizer", f"cannot load ({err})")
+            report.add("tokenizer-mismatch", run.tokenizer, f"cannot load ({err})")
     return expect
 
 
@@ -188,30 +180,31 @@ def _check_chain(metas: dict, known: dict[str, int], expect: dict, ckpt: Path, r
     """`parent` links, batches_seen == step, ledger fields constant over the run."""
     prev = None
     for name in sorted(known, key=lambda n: (known[n], n)):
-        meta, path = metas.get(name) or {}, ckpt / name / "strata.json"
-        if "parent" in meta and meta["parent"] != prev:
-            report.add("chain-parent", path, f"parent {meta['parent']!r}, expected {prev!r}")
-        prev, data = name, meta.get("data")
-        if not isinstance(data, dict):
+        meta, path = metas.get(name), ckpt / name / REVISION_META
+        if meta is not None and "parent" in meta.recorded and meta.parent != prev:
+            report.add("chain-parent", path, f"parent {meta.parent!r}, expected {prev!r}")
+        prev, data = name, meta.data if meta is not None else None
+        if data is None:
             continue
-        if "batches_seen" in data and data["batches_seen"] != known[name]:
-            detail = f"batches_seen {data['batches_seen']!r} at step {known[name]}"
+        if data.batches_seen is not None and data.batches_seen != known[name]:
+            detail = f"batches_seen {data.batches_seen!r} at step {known[name]}"
             report.add("chain-batches", path, detail)
-        consumed = known[name] * data.get("global_batch_size", 0)
-        if data.get("windows_consumed", consumed) != consumed:
-            detail = f"windows_consumed {data['windows_consumed']!r}, expected {consumed}"
+        consumed = known[name] * (data.global_batch_size or 0)
+        if data.windows_consumed is not None and data.windows_consumed != consumed:
+            detail = f"windows_consumed {data.windows_consumed!r}, expected {consumed}"
             report.add("chain-batches", path, detail)
-        for key in (k for k in LEDGER_KEYS if k in data):
-            value, where = expect.setdefault(key, (data[key], name))
-            if value != data[key]:
+        for key in (k for k in LEDGER_KEYS if getattr(data, k) is not None):
+            got = getattr(data, key)
+            value, where = expect.setdefault(key, (got, name))
+            if value != got:
                 kind = "tokenizer-mismatch" if key == "tokenizer_sha256" else "data-mismatch"
-                report.add(kind, path, f"data.{key} {data[key]!r} but {where} has {value!r}")
+                report.add(kind, path, f"data.{key} {got!r} but {where} has {value!r}")
 
 
 def check(path: str | Path, progress: bool | None = None) -> Report:
     """Check every revision under `path` (a run folder or its checkpoints/ folder);
     `progress`: a tqdm bar over the bytes hashed (default: when stderr is a terminal)."""
-    run, ckpt = locate(path)
+    run, ckpt = _locate(path)
     report, metas, weights = Report(), {}, {}
     folders = _scan_folders(ckpt, report)
     known = _check_manifest(ckpt, folders, report)
@@ -226,7 +219,7 @@ def check(path: str | Path, progress: bool | None = None) -> Report:
             report.revisions += 1
             if (meta := _read_meta(ckpt / name, step, report)) is not None:
                 metas[name] = meta
-                weights[name] = _check_files(ckpt / name, meta["sha256"], bar, report)
+                weights[name] = _check_files(ckpt / name, meta.sha256, bar, report)
     finally:
         if bar is not None:
             bar.close()
@@ -235,10 +228,10 @@ def check(path: str | Path, progress: bool | None = None) -> Report:
         if (other := first.setdefault(weights[name], name)) != name:
             report.add("identical-weights", ckpt / name, f"same weights as {other}")
     try:
-        cfg = read_config(run) if run is not None else None
+        cfg = run.read_config() if run is not None else None
     except ValueError as err:
         cfg = None
-        report.add("bad-config", run / "config.toml", str(err).split(": ", 1)[-1])
+        report.add("bad-config", run.config, str(err).split(": ", 1)[-1])
     if cfg is not None:
         _check_schedule(cfg, known, ckpt, report)
     _check_chain(metas, known, _expected_ledger(run, cfg, report), ckpt, report)

@@ -4,7 +4,7 @@ Design choices:
 - `attention(q, k, v, causal, segment_ids)` from `model.attention_backend` is the
   single entry point for the attention kernel (flash-attn or SDPA, grouped-query
   attention and document masking handled there). It is re-exported here and from
-  `model`, so `from model import attention` keeps working; this module only builds
+  `strata.model`, so `from strata.model import attention` keeps working; this module only builds
   q, k, v and calls it.
 - `segment_ids` (B, T) is passed through untouched: positions with different ids
   never attend to each other. The model does not build them (the trainer does,
@@ -25,13 +25,12 @@ Design choices:
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from strata.model.attention_backend import attention
 from strata.model.config import ModelConfig
 from strata.model.kv_cache import LayerCache
 from strata.model.norms import make_norm
 from strata.model.rope import apply_rotary
+from torch import nn
 
 __all__ = ["Attention", "attention"]
 

@@ -14,7 +14,6 @@ Design choices:
 from __future__ import annotations
 
 import torch
-
 from strata.model.kv_cache import KVCache
 
 

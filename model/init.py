@@ -34,10 +34,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from strata.model.config import ModelConfig
 from strata.model.norms import NORM_TYPES
+from torch import nn
 
 # Residual output projections: attention, dense MLP, routed experts (stacked), shared experts.
 OUTPUT_PROJECTIONS = ("attn.wo.weight", "mlp.w2.weight", "mlp.experts.w2", "mlp.shared.w2.weight")

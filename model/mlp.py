@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from strata.model.config import ModelConfig
+from torch import nn
 
 
 class SwiGLU(nn.Module):

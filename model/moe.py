@@ -31,12 +31,13 @@ Design choices:
 - Shared experts (DeepSeekMoE) are always on. n shared experts of width d_ff_expert
   are exactly one SwiGLU of width n * d_ff_expert (concatenated hidden units), which is
   how they are stored (`shared`).
-- Losses, returned unweighted in `MoEAux` (`GPT` applies the coefficients and averages
-  over MoE layers): load balancing (Switch / OLMoE) E * sum_i f_i * P_i, with f_i the
-  fraction of the N * k token-assignments routed to expert i (before capacity drops)
-  and P_i the mean router probability of expert i: 1 for uniform routing. (Hugging
-  Face's `load_balancing_loss_func` is top_k times this.) Router z-loss (ST-MoE): mean
-  over tokens of logsumexp(router logits)^2.
+- Losses, returned unweighted in `MoEAux` from forward, never stored on the module (the
+  block passes them up; `GPT` applies the coefficients and averages over MoE layers):
+  load balancing (Switch / OLMoE) E * sum_i f_i * P_i, with f_i the fraction of the
+  N * k token-assignments routed to expert i (before capacity drops) and P_i the mean
+  router probability of expert i: 1 for uniform routing. (Hugging Face's
+  `load_balancing_loss_func` is top_k times this.) Router z-loss (ST-MoE): mean over
+  tokens of logsumexp(router logits)^2.
 - balance="bias" (DeepSeek-V3, auxiliary-loss-free): a non-trainable per-expert buffer
   `router.expert_bias` (persistent, so resume checkpoints keep it) is added to the
   probabilities for the top-k selection only; the combine weights stay the unbiased
@@ -54,11 +55,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.torch_version import TorchVersion
-
 from strata.model.config import ModelConfig
 from strata.model.mlp import SwiGLU
+from torch import nn
+from torch.torch_version import TorchVersion
 
 __all__ = ["MoE", "MoEAux", "Router", "Experts", "grouped_mm_supported", "routing_stats"]
 
@@ -188,7 +188,6 @@ class MoE(nn.Module):
         self.experts = Experts(m.num_experts, config.d_model, m.d_ff_expert)
         width = m.shared_experts * m.d_ff_expert
         self.shared = SwiGLU(config.d_model, width) if m.shared_experts else None
-        self.last_aux: MoEAux | None = None  # set by every forward; GPT reads and clears it
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, MoEAux]:
         B, T, D = x.shape
@@ -205,7 +204,6 @@ class MoE(nn.Module):
             probs=probs.detach().mean(dim=0),
             dropped=dropped,
         )
-        self.last_aux = aux
         return out.view(B, T, D), aux
 
     def _routed(self, x, experts, weights, counts) -> tuple[torch.Tensor, torch.Tensor]:

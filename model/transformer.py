@@ -22,44 +22,73 @@ Design choices:
   which fills every parameter (scheme `config.init`, see `model/init.py`) and
   recomputes the rotary buffers. Built on a real device, `__init__` calls
   `init_weights()` itself (global RNG, so `torch.manual_seed` makes it reproducible).
+- Two return types, on purpose: `model(idx)` (no targets: inference, generation, the
+  study, Hugging Face comparisons) returns the plain logits tensor (B, T, vocab_size);
+  `model(idx, targets)` (training, evaluation) returns a `ModelOutput`, a frozen
+  dataclass read by name: `loss` (the total to backpropagate), `ce` (cross-entropy
+  alone), the weighted extra terms `z_loss`, `moe_aux_loss`, `moe_z_loss` (detached,
+  0-dim, zero when off, so loss = ce + z_loss + moe_aux_loss + moe_z_loss up to
+  rounding), `moe_counts` ("layers.<i>" -> (E,) assignments) and `logits`. A dataclass
+  and not a tuple so that it cannot be unpacked or indexed by position by mistake;
+  FSDP2, activation checkpointing and torch.compile all traverse dataclass outputs.
+  The model keeps no state from one forward to the next and never logs.
 - The loss (`model/loss.py`) is mean cross-entropy in float32 with ignore_index=-100,
-  plus PaLM's z-loss when `config.z_loss > 0`; forward returns the total and keeps
-  the z term (already scaled by z_loss, detached) in `model.last_z_loss` for logging.
-  With `config.loss_chunk_size > 0` (the default) the loss is computed in chunks from
-  the hidden states, the lm_head fused into it, and forward returns `(None, loss)`:
-  the whole-batch logits are never built. `loss_chunk_size = 0` returns them.
+  plus PaLM's z-loss when `config.z_loss > 0`. With `config.loss_chunk_size > 0` (the
+  default) it is computed in chunks from the hidden states, the lm_head fused into it,
+  and `ModelOutput.logits` is None: the whole-batch logits are never built.
+  `loss_chunk_size = 0` returns them.
 - `segment_ids` (B, T) pass straight through to the attention kernel (document
   masking); the model never builds them.
 - Mixture of experts (`config.moe`, model/moe.py): block i holds an `MoE` instead of the
-  MLP, under the same name `mlp`, when `config.moe_layer(i)`. Each MoE forward leaves
-  its unweighted losses and counts on the module (`MoE.last_aux`); after the blocks,
-  `GPT.forward` collects them (so activation checkpointing, compile and FSDP wrappers
-  around a block change nothing) and adds aux_loss_coef * mean over MoE layers of the
-  load-balancing loss plus z_loss_coef * mean over MoE layers of the router z-loss to
-  the returned loss whenever targets are given. The weighted terms (detached, 0-dim
-  float32, zero for dense models) are `last_moe_aux_loss` / `last_moe_z_loss`, and
-  `last_moe_counts` maps "layers.<i>" to that layer's (E,) assignment counts, so
-  cross-entropy = loss - last_z_loss - last_moe_aux_loss - last_moe_z_loss.
+  MLP, under the same name `mlp`, when `config.moe_layer(i)`. Every block returns
+  (x, MoEAux or None): an MoE returns its unweighted losses and counts from forward and
+  the block passes them up, so nothing is left on a module (activation checkpointing,
+  compile and FSDP wrappers around a block see a plain output). With targets,
+  `GPT.forward` adds aux_loss_coef * mean over MoE layers of the load-balancing loss
+  plus z_loss_coef * mean over MoE layers of the router z-loss to the loss; a dense
+  model's loss is untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from strata.model.attention import Attention
 from strata.model.config import ModelConfig
 from strata.model.init import init_parameters
 from strata.model.kv_cache import KVCache, LayerCache
 from strata.model.loss import IGNORE_INDEX, chunked_loss, loss_from_logits
 from strata.model.mlp import make_mlp
-from strata.model.moe import MoE
+from strata.model.moe import MoE, MoEAux
 from strata.model.norms import make_norm
 from strata.model.rope import rope_tables
+from torch import nn
 
-__all__ = ["GPT", "IGNORE_INDEX", "Block", "MoE"]
+__all__ = ["GPT", "IGNORE_INDEX", "Block", "MoE", "ModelOutput"]
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What `GPT.forward(idx, targets)` returns; every loss field is 0-dim float32 (or
+    float64 for a float64 model). Only `loss` carries a gradient."""
+
+    loss: torch.Tensor
+    """The total to backpropagate: ce + z_loss + moe_aux_loss + moe_z_loss."""
+    ce: torch.Tensor
+    """Mean cross-entropy over real targets alone (what the trainer logs), detached."""
+    z_loss: torch.Tensor
+    """`config.z_loss` * mean log(Z)^2, detached; zero when z_loss = 0."""
+    moe_aux_loss: torch.Tensor
+    """moe.aux_loss_coef * mean over MoE layers of the load-balancing loss, detached;
+    zero for a dense model."""
+    moe_z_loss: torch.Tensor
+    """moe.z_loss_coef * mean over MoE layers of the router z-loss, detached; zero when dense."""
+    moe_counts: dict[str, torch.Tensor]
+    """"layers.<i>" -> (E,) int64 token-assignments of that MoE layer; {} when dense."""
+    logits: torch.Tensor | None
+    """(B, T, vocab_size) with `loss_chunk_size = 0`; None with the fused chunked loss."""
 
 
 class Block(nn.Module):
@@ -87,12 +116,15 @@ class Block(nn.Module):
             return self.attn_norm(self.attn(x, cos, sin, seg, cache))
         return self.attn(self.attn_norm(x), cos, sin, seg, cache)
 
-    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        """The MLP, or the MoE's output alone (its aux stays on the module, `MoE.last_aux`)."""
-        return self.mlp(x)[0] if self.is_moe else self.mlp(x)
+    def _ffn(self, x: torch.Tensor) -> tuple[torch.Tensor, MoEAux | None]:
+        """(the MLP's output, None), or the MoE's (output, MoEAux)."""
+        return self.mlp(x) if self.is_moe else (self.mlp(x), None)
 
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp_norm(self._ffn(x)) if self.post_norm else self._ffn(self.mlp_norm(x))
+    def _mlp(self, x: torch.Tensor) -> tuple[torch.Tensor, MoEAux | None]:
+        if not self.post_norm:
+            return self._ffn(self.mlp_norm(x))
+        out, aux = self._ffn(x)
+        return self.mlp_norm(out), aux
 
     def forward(
         self,
@@ -101,11 +133,15 @@ class Block(nn.Module):
         sin: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
         cache: LayerCache | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, MoEAux | None]:
+        """(x (B, T, C) after the layer, the MoE's unweighted losses and counts or None)."""
         if self.parallel:
-            return x + self._attn(x, cos, sin, segment_ids, cache) + self._mlp(x)  # (B, T, C)
+            attn = self._attn(x, cos, sin, segment_ids, cache)  # (B, T, C)
+            mlp, aux = self._mlp(x)  # (B, T, C)
+            return x + attn + mlp, aux
         x = x + self._attn(x, cos, sin, segment_ids, cache)  # (B, T, C)
-        return x + self._mlp(x)  # (B, T, C)
+        mlp, aux = self._mlp(x)  # (B, T, C)
+        return x + mlp, aux
 
 
 class GPT(nn.Module):
@@ -120,10 +156,6 @@ class GPT(nn.Module):
         self.norm = make_norm(config, C)
         self.lm_head = nn.Linear(C, V, bias=False)
         self._tie_weights()
-        self.last_z_loss: torch.Tensor | None = None  # z term of the last loss, detached
-        self.last_moe_aux_loss: torch.Tensor | None = None  # weighted, detached, 0-dim
-        self.last_moe_z_loss: torch.Tensor | None = None  # weighted, detached, 0-dim
-        self.last_moe_counts: dict[str, torch.Tensor] = {}  # "layers.<i>" -> (E,) counts
         cos, sin = rope_tables(config.rotary_dims, config.max_seq_len, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, R)
         self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, R)
@@ -168,16 +200,31 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
-        """idx (B, T) int64 -> logits (B, T, vocab_size); with targets, (logits, loss).
+    ) -> torch.Tensor | ModelOutput:
+        """idx (B, T) int64 -> logits (B, T, vocab_size); with targets (B, T), a `ModelOutput`.
 
         segment_ids (B, T): document ids for the attention kernel (model/attention.py).
-        With targets and `config.loss_chunk_size > 0` no logits are built: (None, loss).
-        The loss includes the z-loss; the z term alone (detached) is `self.last_z_loss`.
-        With MoE layers it also includes the weighted router losses (`last_moe_aux_loss`,
-        `last_moe_z_loss`; see the module docstring).
+        With targets and `config.loss_chunk_size > 0` no logits are built (`logits` None).
         With a `KVCache` (model/kv_cache.py), idx continues the cached positions.
         """
+        c = self.config
+        x, auxes = self._hidden(idx, segment_ids, cache)  # (B, T, C), {"layers.<i>": MoEAux}
+        if targets is None:
+            return self.lm_head(x)[..., : c.vocab_size]  # (B, T, V)
+        if c.loss_chunk_size > 0:
+            logits = None
+            loss, z = chunked_loss(
+                x, self.lm_head.weight, targets, c.vocab_size, c.z_loss, c.loss_chunk_size
+            )
+        else:
+            logits = self.lm_head(x)[..., : c.vocab_size]  # (B, T, V)
+            loss, z = loss_from_logits(logits, targets, c.z_loss)
+        return self._output(loss, z, logits, auxes)
+
+    def _hidden(
+        self, idx: torch.Tensor, segment_ids: torch.Tensor | None, cache: KVCache | None
+    ) -> tuple[torch.Tensor, dict[str, MoEAux]]:
+        """(final-norm hidden states (B, T, C), each MoE layer's unweighted aux by name)."""
         B, T = idx.shape
         c = self.config
         start = cache.length if cache is not None else 0
@@ -187,49 +234,41 @@ class GPT(nn.Module):
             )
         x = self.tok_embeddings(idx)  # (B, T, C)
         cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, R)
+        auxes: dict[str, MoEAux] = {}
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            x = layer(x, cos, sin, segment_ids, layer_cache)  # (B, T, C)
+            x, aux = layer(x, cos, sin, segment_ids, layer_cache)  # (B, T, C)
+            if aux is not None:
+                auxes[f"layers.{i}"] = aux
         if cache is not None:
             cache.advance(T)
-        moe_loss = self._moe_losses(x)  # () weighted router losses, 0 when dense
-        x = self.norm(x)  # (B, T, C)
-        if targets is not None and c.loss_chunk_size > 0:
-            loss, self.last_z_loss = chunked_loss(
-                x, self.lm_head.weight, targets, c.vocab_size, c.z_loss, c.loss_chunk_size
-            )
-            return None, self._add_moe(loss, moe_loss)
-        logits = self.lm_head(x)[..., : c.vocab_size]  # (B, T, V)
-        if targets is None:
-            return logits
-        loss, self.last_z_loss = loss_from_logits(logits, targets, c.z_loss)
-        return logits, self._add_moe(loss, moe_loss)
+        return self.norm(x), auxes  # (B, T, C)
 
-    def _add_moe(self, loss: torch.Tensor, moe_loss: torch.Tensor) -> torch.Tensor:
-        return loss + moe_loss if self.config.moe is not None else loss  # dense: untouched
+    def _output(
+        self,
+        loss: torch.Tensor,
+        z: torch.Tensor,
+        logits: torch.Tensor | None,
+        auxes: dict[str, MoEAux],
+    ) -> ModelOutput:
+        """The `ModelOutput` of a loss (with its z term) and the MoE layers' aux: the
+        weighted router losses (means over MoE layers) are added to the loss."""
+        ce = (loss - z).detach()
+        if not auxes:  # dense: the loss untouched
+            zero = ce.new_zeros(())
+            return ModelOutput(loss, ce, z, zero, zero, {}, logits)
+        m = self.config.moe
+        aux = m.aux_loss_coef * torch.stack([a.aux_loss for a in auxes.values()]).mean()
+        router_z = m.z_loss_coef * torch.stack([a.z_loss for a in auxes.values()]).mean()
+        counts = {name: a.counts for name, a in auxes.items()}
+        total = loss + (aux + router_z)
+        return ModelOutput(total, ce, z, aux.detach(), router_z.detach(), counts, logits)
 
     def moe_layers(self) -> Iterator[tuple[str, MoE]]:
         """("layers.<i>", MoE module) for every mixture-of-experts block, in order."""
         for i, block in enumerate(self.layers):
             if isinstance(block.mlp, MoE):  # also through checkpoint/compile wrappers
                 yield f"layers.{i}", block.mlp
-
-    def _moe_losses(self, x: torch.Tensor) -> torch.Tensor:
-        """Weighted router losses of the forward that just ran (mean over MoE layers);
-        records `last_moe_aux_loss`, `last_moe_z_loss`, `last_moe_counts`."""
-        zero = x.new_zeros((), dtype=torch.promote_types(x.dtype, torch.float32))
-        auxes = {name: moe.last_aux for name, moe in self.moe_layers()}
-        for _, moe in self.moe_layers():
-            moe.last_aux = None  # do not keep the graph alive until the next forward
-        if not auxes:
-            self.last_moe_aux_loss, self.last_moe_z_loss, self.last_moe_counts = zero, zero, {}
-            return zero
-        m = self.config.moe
-        aux = m.aux_loss_coef * torch.stack([a.aux_loss for a in auxes.values()]).mean()
-        z = m.z_loss_coef * torch.stack([a.z_loss for a in auxes.values()]).mean()
-        self.last_moe_aux_loss, self.last_moe_z_loss = aux.detach(), z.detach()
-        self.last_moe_counts = {name: a.counts for name, a in auxes.items()}
-        return aux + z
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters (a tied matrix counted once).

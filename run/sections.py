@@ -2,7 +2,7 @@
 
 Each field carries its default and a docstring (docs/CONFIG.md documents every key);
 `__post_init__` checks values and raises `ConfigError`, one line naming the key and what
-was expected. Loading TOML and overrides into these is `train/config.py`'s job.
+was expected. Loading TOML and overrides into these is `run/config.py`'s job.
 """
 
 from __future__ import annotations

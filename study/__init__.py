@@ -9,9 +9,10 @@ contract), parameter norms and their relative change, and MoE routing statistics
 Results are cached per revision, so rerunning evaluates only new revisions. Output:
 `metrics.csv`, `sources.csv`, PNG plots, `report.html`, `study.json`. See docs/study.md.
 
-Module map: discover (find revisions), settings, data + sample + tokbytes (what is
-evaluated), evaluate (loss/bpb), memorise, norms, routing, cache, tables (CSV),
-png + font + canvas + scales + plot + heatmap + figures (plots), report (HTML), run.
+Module map: discover (find revisions), settings, data + sample (what is evaluated; token
+bytes come from `strata.tokenizer.tokbytes`), evaluate (loss/bpb), memorise, norms,
+routing, cache, tables (CSV), figures + charts + style (matplotlib plots, loaded
+lazily), report (HTML), run.
 """
 
 from strata.study.run import study

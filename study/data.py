@@ -6,8 +6,9 @@ Design choices:
   tried from the current folder, then from the folder holding `runs/` (where
   `launch.sh` trains), so a study works from the repository root or elsewhere.
 - Validation windows are the trainer's: window i of the val split is the `seq_len + 1`
-  tokens from `i * seq_len`; `eval_windows` of them evenly spaced, the same for every
-  revision. Each predicted token carries its UTF-8 byte count (tokbytes.py) and its
+  tokens from `i * seq_len`; `eval_windows` of them evenly spaced
+  (`tokenizer.order.validation_windows`), the same for every revision. Each predicted
+  token carries its UTF-8 byte count (`tokenizer.tokbytes.text_byte_counts`) and its
   source group (the document holding it, see `source_group`).
 - The data order (seed, global batch size, training seq_len) comes from the newest
   revision's `strata.json` data cursor, else `config.toml` `[train]`. It is used for
@@ -26,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from strata.checkpoints.files import sha256_file
+from strata.model import ModelConfig
+from strata.run import RevisionMeta
+from strata.run.dataset import resolve_dataset as run_dataset
 from strata.study.discover import Target
 from strata.study.sample import MemSample, mem_sample
 from strata.study.settings import StudySettings
-from strata.study.tokbytes import token_bytes
-from strata.model import ModelConfig
+from strata.tokenizer import Tokenizer, text_byte_counts, validation_windows
 from strata.tokenizer.shards import TokenShards, load_index
 
 
@@ -65,7 +67,7 @@ def source_group(source: str, depth: int) -> str:
 def _recorded(target: Target, key: str, section: str | None = None) -> Any:
     """`key` of the newest strata.json data cursor, else `[section] key` of the config."""
     for rev in reversed(target.revisions):
-        value = (rev.meta or {}).get("data", {}).get(key)
+        value = getattr(rev.meta.data, key) if rev.meta and rev.meta.data else None
         if value is not None:
             return value
     return target.run_config.get(section, {}).get(key) if section else None
@@ -78,16 +80,11 @@ def resolve_dataset(target: Target, data: str | Path | None) -> Path:
     recorded = _recorded(target, "dataset", "data")
     if recorded is None:
         raise ValueError(f"{target.source}: the run records no dataset; pass --data DIR")
-    path = Path(recorded)
-    roots = [Path.cwd()] + ([target.run_dir.resolve().parent.parent] if target.run_dir else [])
-    tried = [path] if path.is_absolute() else [root / path for root in roots]
-    for candidate in tried:
-        if (candidate / "index.json").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"dataset {recorded} recorded by the run not found (tried {', '.join(map(str, tried))}); "
-        "pass --data DIR"
-    )
+    out_dir = target.run_config.get("run", {}).get("out_dir", "runs")
+    try:
+        return run_dataset(recorded, target.run_dir, out_dir)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; pass --data DIR") from None
 
 
 def eval_set(val: TokenShards, seq_len: int, count: int, table: np.ndarray, depth: int):
@@ -96,8 +93,7 @@ def eval_set(val: TokenShards, seq_len: int, count: int, table: np.ndarray, dept
             f"{val.dataset_dir}: the val split has {val.n_tokens} tokens, fewer than one window "
             f"of {seq_len + 1}; use --data with a validation split or a smaller --seq-len"
         )
-    n = val.n_windows(seq_len)
-    picks = np.unique(np.linspace(0, n - 1, min(n, count)).round().astype(np.int64))
+    picks = validation_windows(val.n_windows(seq_len), count)
     rows = np.stack([val.window(int(w), seq_len) for w in picks])  # (N, T + 1)
     positions = picks[:, None] * seq_len + 1 + np.arange(seq_len)  # stream index of targets
     docs = val.index["splits"][val.split]["documents"]
@@ -128,7 +124,7 @@ def make_plan(target: Target, data: str | Path | None, settings: StudySettings) 
     seq_len = settings.seq_len or train_seq
     if seq_len is None:
         raise ValueError(f"{target.source}: the run records no seq_len; pass --seq-len")
-    table = token_bytes(dataset / "tokenizer")
+    table = text_byte_counts(Tokenizer.load(dataset / "tokenizer"))
     val = TokenShards(dataset, "val")
     evalset = eval_set(val, seq_len, settings.eval_windows, table, settings.source_depth)
     train = TokenShards(dataset, "train")
@@ -140,15 +136,17 @@ def make_plan(target: Target, data: str | Path | None, settings: StudySettings) 
     return Plan(dataset, index, seq_len, evalset, mem, order is not None, key)
 
 
-def revision_tokenizer(path: Path, meta: dict[str, Any] | None) -> str | None:
+def revision_tokenizer(path: Path, meta: RevisionMeta | None) -> str | None:
     """sha256 of a revision's tokenizer file, else the one its strata.json recorded."""
     for name in ("tokenizer.json", "tokenizer.model"):  # Tokenizer.load's preference
         if (path / name).is_file():
             return sha256_file(path / name)
-    return (meta or {}).get("data", {}).get("tokenizer_sha256")
+    return meta.data.tokenizer_sha256 if meta and meta.data else None
 
 
-def check_compatible(path: Path, meta: dict | None, config: ModelConfig, plan: Plan, span: int):
+def check_compatible(
+    path: Path, meta: RevisionMeta | None, config: ModelConfig, plan: Plan, span: int
+) -> None:
     """A clear error when the revision cannot be evaluated on the plan's data."""
     found, expected = revision_tokenizer(path, meta), plan.index["tokenizer_sha256"]
     if found is not None and found != expected:

@@ -1,35 +1,29 @@
 """Finding the revisions to study: a run folder, its `checkpoints/`, or any `stepN` folders.
 
 Design choices:
-- A revision is a folder named `stepN` (N an integer) holding `strata.json` or a
-  Hugging Face `config.json`; hidden `.stepN.tmp` folders of a publication in progress
-  are ignored. Revisions are sorted by N, never by name.
+- What the path is comes from the run layer (`strata.run.locate`); a revision is a
+  folder named `stepN` holding `strata.json` or a Hugging Face `config.json`; hidden
+  `.stepN.tmp` folders of a publication in progress are ignored. Revisions are sorted by
+  N, never by name.
 - The input may be a run folder (`runs/<name>` with `checkpoints/`), its
   `checkpoints/` folder, or any folder of `stepN` revisions (for example Hugging Face
   revisions of a family Strata imports). The run folder, when there is one, supplies
-  `config.toml`; the default output is `<run>/study/`, else `<folder>/study/`.
+  `config.toml` (read with the real schema and defaults); else the resolved config that
+  travels in every `strata.json` stands in. The default output is `<run>/study/`, else
+  `<folder>/study/`.
 - A revision's identity for caching is the sha256 of its weights: the digest recorded
   in `strata.json` when there is one, else computed from the file.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 from strata.checkpoints.files import sha256_file
-from strata.checkpoints.load import read_metadata
-
-STEP_DIR = re.compile(r"step(\d+)")
-WEIGHTS = "model.safetensors"
+from strata.run import RevisionMeta, locate
+from strata.run.layout import STUDY, WEIGHTS, is_revision, revision_step
 
 
 @dataclass
@@ -39,14 +33,14 @@ class Revision:
     name: str
     step: int
     path: Path
-    meta: dict[str, Any] | None = field(default=None, repr=False)
+    meta: RevisionMeta | None = field(default=None, repr=False)
 
     @property
     def tokens(self) -> int | None:
-        return (self.meta or {}).get("tokens")
+        return self.meta.tokens if self.meta else None
 
     def weights_sha256(self) -> str:
-        recorded = (self.meta or {}).get("sha256", {}).get(WEIGHTS)
+        recorded = self.meta.sha256.get(WEIGHTS) if self.meta else None
         if recorded:
             return recorded
         weights = self.path / WEIGHTS
@@ -63,10 +57,11 @@ class Target:
     run_dir: Path | None
     revisions: list[Revision]
     run_config: dict[str, Any]
+    """The run's resolved config as a dict (every default written out), or {}."""
 
     @property
     def default_out(self) -> Path:
-        return (self.run_dir or self.source) / "study"
+        return (self.run_dir or self.source) / STUDY
 
     @property
     def name(self) -> str:
@@ -77,42 +72,37 @@ class Target:
 def _revisions_in(folder: Path) -> list[Revision]:
     found = []
     for child in folder.iterdir():
-        match = STEP_DIR.fullmatch(child.name)
-        if not match or not child.is_dir():
+        step = revision_step(child.name)
+        if step is None or not child.is_dir():
             continue
         if child.is_symlink():  # could point anywhere: refuse rather than follow
             raise ValueError(f"{child}: a symbolic link, not a revision folder; not followed")
-        if (child / "strata.json").is_file() or (child / "config.json").is_file():
-            found.append(Revision(child.name, int(match.group(1)), child, read_metadata(child)))
+        if is_revision(child):
+            found.append(Revision(child.name, step, child, RevisionMeta.read(child)))
     return sorted(found, key=lambda r: r.step)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
 
 
 def discover(path: str | Path) -> Target:
     """The revisions under `path`, in step order; a clear error when there are none."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such folder")
-    if not path.is_dir():
-        raise ValueError(f"{path}: not a folder; expected a run, its checkpoints/ or stepN folders")
-    if STEP_DIR.fullmatch(path.name) and not _revisions_in(path):
+    none = ValueError(
+        f"{path}: no revision folders (stepN with strata.json or config.json); expected a "
+        "run folder, its checkpoints/ folder or a folder of stepN revisions"
+    )
+    try:
+        where = locate(path)
+    except ValueError:
+        if path.is_dir():
+            raise none from None
+        raise
+    if where.kind == "revision":
         raise ValueError(f"{path}: is one revision; pass the folder that holds the stepN folders")
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    revisions = _revisions_in(folder)
-    if not revisions:
-        raise ValueError(
-            f"{path}: no revision folders (stepN with strata.json or config.json); expected a "
-            "run folder, its checkpoints/ folder or a folder of stepN revisions"
-        )
-    run_dir = folder.parent if folder.name == "checkpoints" else None
-    config = run_dir / "config.toml" if run_dir else None
-    run_config = _read_toml(config) if config and config.is_file() else {}
+    folder = where.checkpoints
+    revisions = _revisions_in(folder) if folder is not None and folder.is_dir() else []
+    if where.kind == "resume" or not revisions:
+        raise none
+    cfg = where.run.read_config() if where.run is not None else None
+    run_config = cfg.to_dict() if cfg is not None else {}
     if not run_config:  # a copy of the resolved config travels in every strata.json
-        run_config = next((r.meta["run"] for r in revisions if r.meta and "run" in r.meta), {})
-    return Target(path, run_dir, revisions, run_config)
+        run_config = next((r.meta.run for r in revisions if r.meta and r.meta.run), {})
+    return Target(path, where.run.root if where.run else None, revisions, run_config)

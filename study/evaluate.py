@@ -5,7 +5,7 @@ Definitions (docs/study.md repeats them):
   validation windows (the targets `window[1:]`), EOS targets included, computed in
   float32 from the logits over the real vocabulary.
 - `val_bpb` = (sum of those cross-entropies in nats) / (ln 2 * B), where B is the number
-  of UTF-8 bytes the predicted tokens stand for (tokbytes.py: exact per token; special
+  of UTF-8 bytes the predicted tokens stand for (tokenizer/tokbytes.py: exact per token; special
   tokens such as EOS are 0 bytes, so their loss is charged to the text's bytes, as when
   compressing the concatenated corpus with its document boundaries).
 - Per source group the same two numbers over that group's predicted tokens.
@@ -20,7 +20,6 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from strata.study.data import EvalSet
 
 

@@ -1,26 +1,78 @@
-"""Which plots the report shows, drawn from the metric rows (one PNG each).
+"""Which plots the report shows, chosen from the metric rows (one PNG each).
 
 Design choices:
+- This module decides *what* is drawn (a `LineChart` of panels and lines, or a
+  `HeatmapChart`); `charts.py` draws it with matplotlib and `style.py` holds the look.
+  matplotlib is imported only when a figure's PNG is first asked for
+  (`Figure.png`), so `import strata.study` does not load it.
 - x is the training tokens each revision has seen, on a log axis with 0 (step 0) in a
-  slot of its own at the left (scales.py); a folder whose revisions do not record
+  slot of its own at the left (style.py); a folder whose revisions do not record
   tokens is plotted against steps instead, the same way.
+- Loss has two panels, since nats per token and bits per byte are different units.
 - Norm plots draw the per-kind aggregates (all layers' attention together, ...) so
-  the picture stays readable for deep models; per-layer numbers are in the CSV.
+  the picture stays readable for deep models; per-layer numbers are in the CSV. A
+  line's `key` (the metric, or the parameter kind for norms and dnorm) picks its
+  colour, so a kind has one colour in both figures.
 - Per-source bpb draws the `MAX_SOURCES` sources with the most validation tokens.
-- A figure is (file name, title, caption, PNG bytes); the caption is the report's
+- A figure is (file name, title, caption, chart); the caption keys the report's
   explanation of the metric.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from strata.study.heatmap import heatmap_png
-from strata.study.plot import Series, line_chart
+import numpy as np
+from strata.run import RevisionMeta
 from strata.study.routing import fractions
 
 MAX_SOURCES = 8
+DNORM_LABEL = r"$\|W - W_\mathrm{prev}\| \,/\, \|W_\mathrm{prev}\|$ (log scale)"
+MEM_LABELS = {
+    "mem_seen": "mem_seen (already trained on)",
+    "mem_unseen": "mem_unseen (not yet trained on)",
+    "mem_all": "mem_all (all sampled sequences)",
+}
+
+
+@dataclass
+class Line:
+    key: str  # metric or parameter kind: picks the colour (style.COLORS)
+    label: str
+    x: list[float | None]
+    y: list[float | None]  # None: missing, breaks the line
+
+
+@dataclass
+class Panel:
+    lines: list[Line]
+    ylabel: str
+    title: str = ""
+    logy: bool = False
+    ylim: tuple[float, float] | None = None
+    percent: bool = False  # y is a fraction, labelled in %
+    hline: float | None = None  # a dashed reference level
+
+
+@dataclass
+class LineChart:
+    title: str
+    xlabel: str
+    panels: list[Panel]
+
+
+@dataclass
+class HeatmapChart:
+    title: str
+    matrix: np.ndarray  # (rows, columns), NaN where missing
+    row_labels: list[str]
+    col_labels: list[str]
+    xlabel: str
+    ylabel: str
+    bar_label: str
+    marks: list[float] = field(default_factory=list)  # levels marked on the colour bar
 
 
 @dataclass
@@ -28,18 +80,26 @@ class Figure:
     name: str
     title: str
     caption: str
-    png: bytes
+    chart: LineChart | HeatmapChart
+
+    @cached_property
+    def png(self) -> bytes:
+        from strata.study import charts  # matplotlib: loaded on first use
+
+        return charts.png(self.chart)
 
 
 def x_axis(rows: list[dict[str, Any]]) -> tuple[str, str]:
     if all(r.get("tokens") is not None for r in rows):
         return "tokens", "training tokens seen (log scale)"
-    return "step", "step (log scale)"
+    return "step", "training step (log scale)"
 
 
-def _series(rows: list[dict], key: str, label: str | None = None) -> Series:
+def _line(rows: list[dict], column: str, label: str | None = None, key: str | None = None) -> Line:
+    """The column over the revisions; `key` (default: the column) picks the colour."""
     xkey, _ = x_axis(rows)
-    return Series(label or key, [r[xkey] for r in rows], [r.get(key) for r in rows])
+    ys = [r.get(column) for r in rows]
+    return Line(key or column, label or column, [r[xkey] for r in rows], ys)
 
 
 def _present(rows: list[dict], key: str) -> bool:
@@ -51,60 +111,60 @@ def _kinds(rows: list[dict], prefix: str) -> list[str]:
     return [k for k in names if not k[len(prefix) :].startswith("layers.")]
 
 
-def _figure(name: str, caption: str, title: str, series: list[Series], xlabel: str,
-            ylabel: str, **options: Any) -> Figure:  # fmt: skip
-    chart = line_chart(series, title, xlabel, ylabel, **options)
-    return Figure(name, title, caption, chart.png())
+def _chart(name: str, caption: str, title: str, rows: list[dict], *panels: Panel) -> Figure:
+    return Figure(name, title, caption, LineChart(title, x_axis(rows)[1], list(panels)))
 
 
 def curves(rows: list[dict[str, Any]]) -> list[Figure]:
-    _, xlabel = x_axis(rows)
-    loss = [_series(rows, k) for k in ("val_loss", "val_bpb", "train_loss") if _present(rows, k)]
+    loss = [_line(rows, k) for k in ("val_loss", "train_loss") if _present(rows, k)]
+    bpb = [_line(rows, "val_bpb")] if _present(rows, "val_bpb") else []
+    loss_panels = [Panel(loss, "loss (nats per token)", "Cross-entropy")]
+    loss_panels += [Panel(bpb, "bits per byte", "Validation bits per byte")] if bpb else []
     mem_keys = ("mem_seen", "mem_unseen") if _present(rows, "n_seen") else ("mem_all",)
-    mem = [_series(rows, k) for k in mem_keys]
-    norms = [_series(rows, k, k[5:]) for k in _kinds(rows, "norm/") if k != "norm/total"]
-    deltas = [_series(rows, k, k[6:]) for k in _kinds(rows, "dnorm/")]
+    mem = [_line(rows, k, MEM_LABELS[k]) for k in mem_keys]
+    norms = [_line(rows, k, k[5:], k[5:]) for k in _kinds(rows, "norm/") if k != "norm/total"]
+    deltas = [_line(rows, k, k[6:], k[6:]) for k in _kinds(rows, "dnorm/")]
     return [
-        _figure("loss.png", "loss", "Validation loss (nats/token) and bits per byte", loss,
-                xlabel, "value"),
-        _figure("memorisation.png", "memorisation", "Memorised fraction of training sequences",
-                mem, xlabel, "fraction memorised", ylim=(0.0, 1.0)),
-        _figure("norms.png", "norms", "L2 norm of each parameter kind", norms, xlabel,
-                "L2 norm"),
-        _figure("dnorm.png", "dnorm", "Relative change since the previous revision", deltas,
-                xlabel, "||W - W_prev|| / ||W_prev||", logy=True),
+        _chart("loss.png", "loss", "Validation loss (nats/token) and bits per byte", rows,
+               *loss_panels),
+        _chart("memorisation.png", "memorisation", "Memorised fraction of training sequences",
+               rows, Panel(mem, "sequences memorised (%)", ylim=(0.0, 1.0), percent=True)),
+        _chart("norms.png", "norms", "L2 norm of each parameter kind", rows,
+               Panel(norms, "L2 (Frobenius) norm")),
+        _chart("dnorm.png", "dnorm", "Relative change since the previous revision", rows,
+               Panel(deltas, DNORM_LABEL, logy=True)),
     ]  # fmt: skip
 
 
 def per_source(rows: list[dict], source_rows: list[dict[str, Any]]) -> list[Figure]:
     if not source_rows:
         return []
-    xkey, xlabel = x_axis(rows)
+    xkey, _ = x_axis(rows)
     last = max(r["step"] for r in source_rows)
     top = sorted((r for r in source_rows if r["step"] == last), key=lambda r: -r["eval_tokens"])
-    series = []
+    lines = []
     for name in [r["source"] for r in top[:MAX_SOURCES]]:
         by_rev = {r["revision"]: r["bpb"] for r in source_rows if r["source"] == name}
-        series.append(
-            Series(name, [r[xkey] for r in rows], [by_rev.get(r["revision"]) for r in rows])
-        )
-    return [_figure("sources.png", "sources", "Bits per byte by source", series, xlabel,
-                    "bits per byte")]  # fmt: skip
+        ys = [by_rev.get(r["revision"]) for r in rows]
+        lines.append(Line(f"source:{name}", name, [r[xkey] for r in rows], ys))
+    return [_chart("sources.png", "sources", "Bits per byte by source", rows,
+                   Panel(lines, "validation bits per byte"))]  # fmt: skip
 
 
-def moe(rows: list[dict], metas: list[dict | None]) -> list[Figure]:
+def moe(rows: list[dict], metas: list[RevisionMeta | None]) -> list[Figure]:
     layers = fractions(metas)
     if not layers:
         return []
-    _, xlabel = x_axis(rows)
-    ratio = [_series(rows, f"moe/{layer}/max_mean_ratio", layer) for layer in layers]
-    out = [_figure("moe_balance.png", "moe_balance", "MoE load: busiest expert / mean expert",
-                   ratio, xlabel, "max / mean")]  # fmt: skip
+    ratio = [_line(rows, f"moe/{layer}/max_mean_ratio", layer) for layer in layers]
+    balance = Panel(ratio, "busiest / mean expert load", hline=1.0)
+    out = [_chart("moe_balance.png", "moe_balance", "MoE load: busiest expert / mean expert",
+                  rows, balance)]  # fmt: skip
     steps = [str(r["step"]) for r in rows]
     for layer, matrix in layers.items():
+        title = f"Routed fraction per expert, {layer}"
         experts = [f"e{i}" for i in range(matrix.shape[0])]
-        png = heatmap_png(matrix, experts, steps, f"Routed fraction per expert, {layer}",
-                          "revision (step)", "expert")  # fmt: skip
-        out.append(Figure(f"moe_{layer}.png", f"Routed fraction per expert, {layer}",
-                          "moe_heatmap", png))  # fmt: skip
+        chart = HeatmapChart(title, matrix, experts, steps, "revision (training step)",
+                             "expert", "fraction of routed tokens (white line: 1/experts)",
+                             [1.0 / matrix.shape[0]])  # fmt: skip
+        out.append(Figure(f"moe_{layer}.png", title, "moe_heatmap", chart))
     return out

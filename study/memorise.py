@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from strata.study.evaluate import autocast
 from strata.model.generate import generate
+from strata.study.evaluate import autocast
 
 
 @torch.no_grad()

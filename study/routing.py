@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import numpy as np
+from strata.run import RevisionMeta
 
 STATS = ("max_mean_ratio", "entropy")
 
@@ -23,14 +24,14 @@ def _layer_order(name: str) -> tuple[int, str]:
     return (int(match.group(1)) if match else -1, name)
 
 
-def routing(meta: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    value = (meta or {}).get("moe_routing") or {}
+def routing(meta: RevisionMeta | None) -> dict[str, dict[str, Any]]:
+    value = (meta.moe_routing if meta else None) or {}
     if not isinstance(value, dict):
         raise ValueError(f"strata.json moe_routing: expected an object, got {type(value).__name__}")
     return {k: value[k] for k in sorted(value, key=_layer_order)}
 
 
-def moe_columns(meta: dict[str, Any] | None) -> dict[str, float | None]:
+def moe_columns(meta: RevisionMeta | None) -> dict[str, float | None]:
     """`moe/<layer>/<stat>` for each layer the revision records."""
     return {
         f"moe/{layer}/{stat}": stats.get(stat)
@@ -39,7 +40,7 @@ def moe_columns(meta: dict[str, Any] | None) -> dict[str, float | None]:
     }
 
 
-def fractions(metas: list[dict[str, Any] | None]) -> dict[str, np.ndarray]:
+def fractions(metas: list[RevisionMeta | None]) -> dict[str, np.ndarray]:
     """Per layer, an (experts, revisions) matrix of routed fractions (NaN where missing)."""
     layers: dict[str, None] = {}
     for meta in metas:

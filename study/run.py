@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
-
 from strata.checkpoints.files import write_json_atomic
 from strata.checkpoints.load import load, load_config
+from strata.model import GPT
 from strata.study import figures as figs
 from strata.study.cache import Cache
 from strata.study.data import Plan, check_compatible, make_plan
@@ -40,7 +39,7 @@ from strata.study.tables import (
     source_rows,
     write_csv,
 )
-from strata.model import GPT
+from tqdm import tqdm
 
 
 def evaluate_revision(

@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from strata.tokenizer.order import epoch_permutation
 from strata.tokenizer.shards import TokenShards
 

@@ -34,9 +34,9 @@ SOURCE_COLUMNS = [
 
 
 def metric_row(rev: Revision, record: dict[str, Any]) -> dict[str, Any]:
-    meta = rev.meta or {}
     head = {"revision": rev.name, "step": rev.step, "tokens": rev.tokens}
-    return head | record["row"] | {"train_loss": meta.get("train_loss")} | moe_columns(meta)
+    train_loss = {"train_loss": rev.meta.train_loss if rev.meta else None}
+    return head | record["row"] | train_loss | moe_columns(rev.meta)
 
 
 def source_rows(rev: Revision, record: dict[str, Any]) -> list[dict[str, Any]]:

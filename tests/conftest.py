@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from strata.run.config import load_config
 
 

@@ -10,6 +10,9 @@ Design choices:
   be rebuilt offline. Every epoch visits every window exactly once; a batch may
   straddle two epochs.
 - Each rank takes a contiguous slice of the global batch (`rank_slice`).
+- Validation uses `validation_windows(n_windows, count)`: `min(count, n_windows)`
+  evenly spaced window indices, `unique(round(linspace(0, n_windows - 1, k)))`, so
+  the trainer's evaluations and the study score the same fixed windows.
 - The last few permutations are cached (they cost 8 bytes per window to build).
 - A batch's identity is `batch_digest(rows)`: sha256 over the concatenated sha256 of
   each row (the `seq_len + 1` window tokens as little-endian uint32), in global row
@@ -54,6 +57,15 @@ def batch_window_indices(
         rows = epochs == epoch
         out[rows] = epoch_permutation(n_windows, seed, int(epoch))[positions[rows]]
     return out
+
+
+def validation_windows(n_windows: int, count: int) -> np.ndarray:
+    """The `min(count, n_windows)` evenly spaced window indices (int64, ascending, from 0
+    to n_windows - 1) a validation split is scored on: the same at every evaluation."""
+    _check_int("n_windows", n_windows, 0)
+    _check_int("count", count, 0)
+    picks = np.linspace(0, int(n_windows) - 1, min(int(count), int(n_windows)))
+    return np.unique(picks.round().astype(np.int64))
 
 
 def rank_slice(global_batch_size: int, world_size: int, rank: int) -> slice:

@@ -4,8 +4,9 @@ Global batch N is `tokenizer.order.batch_window_indices(n_windows, seed, global_
 N)`: a pure function of the dataset, seed, sequence length, global batch size and N. A
 process takes only its own rows (`rank_slice`), then splits them into micro-batches, so
 neither the number of processes nor the micro-batch size changes what is trained on.
-Validation uses fixed, evenly spaced windows of the validation split, the same for
-every evaluation and every revision, so validation losses compare across a run.
+Validation uses fixed, evenly spaced windows of the validation split
+(`tokenizer.order.validation_windows`, the study's too), the same for every evaluation
+and every revision, so validation losses compare across a run.
 
 Prefetch: while step N trains, a background thread reads the rows of batch N + 1 (into
 pinned memory when the device is CUDA, so the copy to the device is asynchronous).
@@ -18,8 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
-
-from strata.tokenizer import TokenShards, batch_window_indices, rank_slice
+from strata.tokenizer import TokenShards, batch_window_indices, rank_slice, validation_windows
 
 
 class TrainBatches:
@@ -92,8 +92,6 @@ def validation_batches(
     shards: TokenShards, seq_len: int, micro_batch_size: int, n_batches: int
 ) -> list[torch.Tensor]:
     """Up to `n_batches` fixed micro-batches of evenly spaced validation windows."""
-    n_windows = shards.n_windows(seq_len)
-    count = min(n_windows, n_batches * micro_batch_size)
-    picks = np.unique(np.linspace(0, n_windows - 1, count).round().astype(np.int64))
+    picks = validation_windows(shards.n_windows(seq_len), n_batches * micro_batch_size)
     rows = torch.from_numpy(np.stack([shards.window(int(w), seq_len) for w in picks]))
     return list(rows.split(micro_batch_size))

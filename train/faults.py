@@ -8,24 +8,34 @@
   first log step after it. Spike detection (`train.spike_factor > 0`: a loss above the
   factor x the mean of the last `train.spike_window` good losses, once 10 are known)
   needs the loss on the host before the update, so it reads one scalar every step.
-- `spike_record` is what `RUN/spikes/stepN.json` holds: the global batch's window
-  indices and each sequence's loss under the weights that produced the spike.
+- `check_spike` (one host sync per step) writes `RUN/spikes/stepN.json` on a spike
+  (`spike_record`): the global batch's window indices and each sequence's loss under
+  the weights that produced the spike (`sequence_losses`).
+- `guarded_update` is the optimizer step that a bad step skips on the device (the
+  fused AdamW kernel reads `found_inf`), and the router-bias update with it.
 - `RunStopped` ends a run that cannot go on (diverged, disk full); its message says
-  which checkpoint was kept. The CLI prints it in one line and exits 1.
+  which checkpoint was kept. The CLI prints it in one line and exits 1. `write_guard`
+  is the one place that turns a failed checkpoint or publication write (an OSError,
+  e.g. disk full) into it; the writers themselves remove what they left half-written.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-
-from strata.train import dist
+import torch.nn.functional as F
+from strata.run.jsonfile import write_atomic as write_json_atomic
+from strata.run.layout import latest_resume, revision_name
 from strata.run.sections import TrainConfig
+from strata.train import dist
 
 
 class RunStopped(RuntimeError):
@@ -90,6 +100,26 @@ class StepGuard:
         recent.append(loss)
         return spike
 
+    def report(self, step: int, since: int) -> GuardReading | None:
+        """At a log step: `read` (a host sync), and a line about the updates skipped since
+        step `since`; None when bad steps are not skipped."""
+        if not self.skips:
+            return None
+        reading = self.read()
+        if reading.new_skips:
+            dist.print0(
+                f"steps {since + 1}-{step}: {reading.new_skips} updates skipped "
+                "(non-finite loss or gradient norm)"
+            )
+        return reading
+
+    def not_finite(self, step: int) -> str:
+        """Why a run without skipping (`max_bad_steps = 0`) stops at a non-finite loss."""
+        return (
+            f"the loss is not finite at step {step} (train.max_bad_steps = 0: bad steps are "
+            "not skipped); rerun to resume from the last checkpoint"
+        )
+
     def divergence(self, hit: int, step: int) -> str:
         return (
             f"{self.max_bad} steps in a row had a non-finite loss or gradient norm (steps "
@@ -121,3 +151,73 @@ def write_failed(where: Path, err: OSError, latest: Path | None) -> str:
         f"{where}: writing failed ({err.strerror or err}); {kept}. "
         "Free space and rerun the same command to resume"
     )
+
+
+def check_spike(
+    guard: StepGuard,
+    step: int,
+    loss: torch.Tensor,
+    spikes_dir: Path,
+    losses: Callable[[], torch.Tensor],
+    windows: Callable[[], np.ndarray],
+) -> None:
+    """`train.spike_factor > 0`, before the update of global batch `step`: compare the
+    global `loss` with the running mean (one host sync) and on a spike write
+    `spikes_dir`/step{step+1}.json (RUN/spikes/) from `losses()` (this process's
+    per-sequence losses, a forward) and `windows()` (the batch's window indices). Every
+    process calls it."""
+    value = dist.all_reduce_mean(loss.clone()).item()
+    mean = guard.spike(value)
+    if mean is None:
+        return
+    per_sequence = dist.all_gather_rows(losses()).tolist()  # global row order
+    if dist.is_rank0():
+        record = spike_record(step, value, mean, guard.factor, windows().tolist(), per_sequence)
+        spikes_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(spikes_dir / f"{revision_name(step + 1)}.json", record)
+    dist.print0(f"loss spike at step {step + 1}: {value:.4f} vs running mean {mean:.4f}")
+
+
+@torch.no_grad()
+def sequence_losses(
+    forward: Callable[[torch.Tensor], torch.Tensor], micro: list[tuple[torch.Tensor, ...]]
+) -> torch.Tensor:
+    """(rows,) mean cross-entropy of each sequence of the micro-batches, from `forward`
+    (inputs (B, T) -> logits (B, T, V))."""
+    losses = []
+    for inputs, targets in micro:
+        logits = forward(inputs)  # (B, T, V)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        losses.append(ce.view(targets.shape).mean(1))  # (B,)
+    return torch.cat(losses)
+
+
+def guarded_update(
+    optimizer: torch.optim.Optimizer,
+    found_inf: torch.Tensor | None,
+    after: Callable[[torch.Tensor | None], None],
+) -> None:
+    """`optimizer.step()`, then `after(keep)` (the router-bias update), skipped on the
+    device when `found_inf` is 1: the fused kernel reads it and leaves weights, moments
+    and step counts as they were, and `keep` = 1 - found_inf cancels `after`'s change.
+    Without a fused kernel, one host sync decides. found_inf None: no check."""
+    if found_inf is None:
+        optimizer.step()
+        after(None)
+    elif optimizer.defaults.get("fused"):
+        optimizer.found_inf = found_inf
+        optimizer.step()
+        after(1 - found_inf)
+    elif not found_inf.item():  # no fused kernel for these parameters: one host sync
+        optimizer.step()
+        after(None)
+
+
+@contextlib.contextmanager
+def write_guard(where: Path, resume_dir: Path) -> Iterator[None]:
+    """Turn an OSError of the checkpoint or publication write inside (disk full) into
+    `RunStopped`, naming `where` and the last complete checkpoint in `resume_dir`."""
+    try:
+        yield
+    except OSError as err:
+        raise RunStopped(write_failed(where, err, latest_resume(resume_dir))) from err

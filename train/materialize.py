@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.distributed.tensor import DTensor, distribute_tensor
-
 from strata.model import GPT
 from strata.model.init import init_parameters
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 class _FullParameters:

@@ -1,23 +1,34 @@
-"""Metrics sinks: metrics.jsonl (always), wandb (when configured), a progress bar.
+"""The metrics of a run: what a log step records (`StepRecords`, from a step's
+`StepResult`) and where it goes: metrics.jsonl (always), wandb (when configured), a
+progress bar.
 
-Only rank 0 writes. `metrics.jsonl` holds one JSON object per logged step; after a
-resume from step N, records past N are dropped first so the file tells one consistent
-history. MFU is model FLOPs per second over the device's peak: the peak comes from a
+`StepRecords.build` reads the step's device values back (the one host sync of a log
+step) and reduces them over processes, so every process calls it; the record holds
+global values, the same whatever the number of processes (keys: docs/ARCHITECTURE.md,
+"Metrics record"). Only rank 0 writes. `metrics.jsonl` holds one JSON object per logged
+step; after a resume from step N, records past N are dropped first so the file tells
+one consistent history. MFU is model FLOPs per second over the device's peak: the peak comes from a
 small table of accelerators (bf16 dense TFLOP/s) or `log.peak_tflops`; on a CPU it is
 unknown and MFU is recorded as null.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-
 from strata.run.config import LogConfig
+from strata.tokenizer import row_digests
+from strata.train import dist
+from strata.train.faults import GuardReading
+from strata.train.moe_stats import routing
 
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 
@@ -43,6 +54,92 @@ def mfu_of(
     if not peak:
         return None
     return flops_per_token * tokens_per_s / devices / peak
+
+
+@dataclass
+class StepResult:
+    """What `Trainer.train_step` returns: device values (read back only at log steps),
+    means over the step's micro-batches on this process."""
+
+    loss: torch.Tensor
+    """() cross-entropy alone (the model's `ModelOutput.ce`)."""
+    z_loss: torch.Tensor
+    """() the weighted z term."""
+    moe_losses: torch.Tensor
+    """(2,) the weighted MoE load-balancing loss and router z-loss (zeros when dense)."""
+    moe_counts: dict[str, torch.Tensor]
+    """"layers.<i>" -> (E,) assignments of the step, summed over micro-batches."""
+    grad_norm: torch.Tensor
+    """() the global gradient norm, before clipping."""
+    data_wait: float
+    """Seconds spent waiting for the batch."""
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def batch_digest(local_rows: torch.Tensor, device: torch.device) -> str:
+    """`tokenizer.order.batch_digest` of a global batch from each process's rows
+    (rows, seq_len + 1): rank order is global row order. A collective."""
+    local = torch.from_numpy(row_digests(local_rows.numpy()))  # (rows, 32)
+    rows = dist.all_gather_rows(local.to(device)).cpu()  # (global_batch, 32)
+    return hashlib.sha256(rows.numpy().tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StepRecords:
+    """Builds the metrics.jsonl record of a log step; what does not change in a run."""
+
+    tokens_per_step: int
+    flops_per_token: float
+    peak: float | None
+    """Peak FLOP/s of one device (`peak_flops`), None when unknown."""
+    device: torch.device
+    z_loss: bool
+    """Whether `model.z_loss > 0` (the record then has `z_loss`)."""
+
+    def build(
+        self,
+        step: int,
+        out: StepResult,
+        elapsed: float,
+        steps: int,
+        lr: float,
+        batch_sha256: str,
+        reading: GuardReading | None,
+        spikes: int,
+    ) -> dict[str, Any]:
+        """The record after `step` (`steps` steps in `elapsed` training seconds since the
+        last one); every process calls it (reductions)."""
+        world = dist.world_size()
+        tokens_per_s = steps * self.tokens_per_step / max(elapsed, 1e-9)
+        loss = dist.all_reduce_mean(out.loss).item()
+        record = {
+            "step": step,
+            "tokens": step * self.tokens_per_step,
+            "loss": finite_or_none(loss),
+            "lr": lr,
+            "grad_norm": finite_or_none(out.grad_norm.item()),
+            "tokens_per_s": tokens_per_s,
+            "tokens_per_s_per_device": tokens_per_s / world,
+            "mfu": mfu_of(self.flops_per_token, tokens_per_s, world, self.peak),
+            "data_wait_s": out.data_wait,
+            "batch_sha256": batch_sha256,  # of global batch step - 1
+        }
+        if reading is not None and reading.skipped_steps:
+            record |= {"skipped": reading.last_skipped, "skipped_steps": reading.skipped_steps}
+        if spikes:
+            record["spikes"] = spikes
+        if self.z_loss:
+            record["z_loss"] = dist.all_reduce_mean(out.z_loss).item()
+        if out.moe_counts:
+            aux, z = dist.all_reduce_mean(out.moe_losses.clone()).tolist()
+            record |= {"moe_aux_loss": aux, "moe_z_loss": z}
+            record["moe"] = routing(out.moe_counts, reduce=True)
+        if self.device.type == "cuda":
+            record["memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        return record
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import warnings
 
 import torch
+from strata.run.config import TrainConfig
+from strata.train.dist import DTYPES, pick_dtype
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     CheckpointImpl,
@@ -36,9 +38,6 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
 )
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-from strata.run.config import TrainConfig
-from strata.train.dist import DTYPES, pick_dtype
 
 
 def parallelize(

@@ -6,7 +6,7 @@
 
 The work is done by `checkpoints/provenance.py` and `checkpoints/verify.py`; this module
 only parses arguments and prints. Usage errors raise ValueError (`strata: error: ...`,
-exit 2, from `train/cli.py`); `strata verify` exits 1 when it finds a problem.
+exit 2, from `strata/cli/__init__.py`); `strata verify` exits 1 when it finds a problem.
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ def _json(obj: Any) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> None:
     from strata.checkpoints.provenance import find_doc, find_text, read_batch, read_run
+    from strata.run import RunPaths
     from strata.tokenizer import Tokenizer, TokenShards
 
     if (args.rank is None) != (args.world is None) or (args.rank is not None and args.step is None):
         raise ValueError("--rank and --world go together, with --step")
     spec = read_run(args.run, args.dataset)
     shards = TokenShards(spec.dataset, "train")
-    tok_dir = spec.run_dir / "tokenizer"
+    tok_dir = RunPaths(spec.run_dir).tokenizer
     tok = Tokenizer.load(tok_dir if tok_dir.is_dir() else spec.dataset / "tokenizer")
     if args.step is not None:
         batch = read_batch(spec, shards, args.step, args.rank, args.world)

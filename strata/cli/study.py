@@ -4,7 +4,7 @@
     strata study hf_revisions/ --data runs/_data/stdlib/shards --seq-len 256
 
 Every option maps one-to-one onto a keyword of `study()`; docs/study.md describes
-them. Errors surface as ValueError / FileNotFoundError, which `train/cli.py` turns into
+them. Errors surface as ValueError / FileNotFoundError, which `strata.cli.main` turns into
 one `strata: error: ...` line and exit status 2.
 """
 

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-
 from strata.checkpoints import load
 from strata.checkpoints.export import export_hf, import_hf
-from tests.conftest import tiny_overrides
 from strata.run.config import load_config
 from strata.train.trainer import Trainer
+
+from tests.conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,9 @@ def test_cli_export_and_errors(run, tmp_path):
 
 def test_cli_generate_greedy_matches_library(run):
     from strata.model.generate import generate
-    from tests.train.test_cli import strata
     from strata.tokenizer import Tokenizer
+
+    from tests.train.test_cli import strata
 
     prompt = "def function_1(x):\n    value_0"
     tok = Tokenizer.load(run / "checkpoints" / "step8")

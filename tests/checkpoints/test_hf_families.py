@@ -6,9 +6,13 @@ import json
 
 import pytest
 import torch
-
 from strata.checkpoints.hf import config_from_hf, hf_config
-from strata.checkpoints.hf_weights import _fuse_qkv, _split_qkv, from_hf_state_dict, to_hf_state_dict
+from strata.checkpoints.hf_weights import (
+    _fuse_qkv,
+    _split_qkv,
+    from_hf_state_dict,
+    to_hf_state_dict,
+)
 from strata.model import GPT, ModelConfig
 
 transformers = pytest.importorskip("transformers")

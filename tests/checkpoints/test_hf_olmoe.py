@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
-
 from strata.checkpoints.hf import config_from_hf, hf_config
 from strata.checkpoints.hf_weights import from_hf_state_dict, to_hf_state_dict
 from strata.model import GPT, ModelConfig
+
 from tests.checkpoints.test_hf_families import assert_same_logits, perturb
 
 transformers = pytest.importorskip("transformers")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from strata.checkpoints import provenance
 from strata.checkpoints.provenance import find_doc, find_text, read_batch, read_run
-from tests.conftest import synthetic_docs, tiny_overrides
 from strata.tokenizer import Tokenizer, TokenShards, batch_window_indices
 from strata.tokenizer.order import batch_digest, row_digests
+
+from tests.conftest import synthetic_docs, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANTED = "quokka zebra umbrella"
@@ -34,8 +34,8 @@ def strata(*args):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny trained run whose corpus holds PLANTED in many documents."""
-    from strata.tokenizer import prepare, train_tokenizer
     from strata.run.config import load_config
+    from strata.tokenizer import prepare, train_tokenizer
     from strata.train.trainer import Trainer
 
     root = tmp_path_factory.mktemp("prov")

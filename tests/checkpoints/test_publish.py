@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from strata.checkpoints import load, verify_revision
 from strata.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
-    from tests.conftest import tiny_overrides
     from strata.run.config import load_config
+
+    from tests.conftest import tiny_overrides
 
     out = tmp_path_factory.mktemp("publish")
     cfg = load_config(

@@ -16,13 +16,12 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from strata.checkpoints import publish
-from strata.checkpoints.files import write_json_atomic
-from strata.checkpoints.publish import Publisher, read_manifest
+from strata.checkpoints.publish import Publisher
 from strata.checkpoints.resume import ResumeWriter
 from strata.checkpoints.safetensors_stream import StreamWriter
 from strata.model import GPT, ModelConfig
+from strata.run import Manifest
 from strata.train.trainer import Trainer
 
 
@@ -61,7 +60,7 @@ def test_the_write_runs_behind_training_and_keeps_the_steps_weights(tmp_path, mo
     ours, reference = tensors(tmp_path / "async" / "step4"), tensors(tmp_path / "sync" / "step4")
     assert ours.keys() == reference.keys()
     assert all(torch.equal(ours[k], reference[k]) for k in ours)
-    assert read_manifest(tmp_path / "async")["revisions"][0]["revision"] == "step4"
+    assert Manifest.read(tmp_path / "async").revisions[0].revision == "step4"
 
 
 def test_a_failed_background_write_leaves_nothing_and_is_raised_at_the_next_wait(
@@ -111,14 +110,14 @@ def test_async_and_sync_runs_publish_the_same_revisions(tiny_config, monkeypatch
         trainer.fit()
         runs[mode] = (cfg.run_dir / "checkpoints", list(events))
     (ckpt_a, events_a), (ckpt_s, _) = runs["true"], runs["false"]
-    entries = read_manifest(ckpt_a)["revisions"]
-    assert entries == read_manifest(ckpt_s)["revisions"]
-    assert [e["step"] for e in entries] == [0, 1, 2, 4, 8, 12]
+    entries = Manifest.read(ckpt_a).revisions
+    assert entries == Manifest.read(ckpt_s).revisions
+    assert [e.step for e in entries] == [0, 1, 2, 4, 8, 12]
     for entry in entries:
-        a, s = tensors(ckpt_a / entry["revision"]), tensors(ckpt_s / entry["revision"])
+        a, s = tensors(ckpt_a / entry.revision), tensors(ckpt_s / entry.revision)
         assert all(torch.equal(a[k], s[k]) for k in s)
-        meta = json.loads((ckpt_a / entry["revision"] / "strata.json").read_text())
-        assert meta["step"] == entry["step"]
+        meta = json.loads((ckpt_a / entry.revision / "strata.json").read_text())
+        assert meta["step"] == entry.step
     # every revision of an earlier step is complete before a resume checkpoint starts
     for i, (kind, step) in enumerate(events_a):
         if kind == "resume":
@@ -134,16 +133,16 @@ def test_a_revision_cut_short_by_a_kill_is_rewritten_on_resume(tiny_config):
     Trainer(cfg).fit()
     ckpts = cfg.run_dir / "checkpoints"
     before = json.loads((ckpts / "step8" / "strata.json").read_text())
-    weights, manifest = tensors(ckpts / "step8"), read_manifest(ckpts)
+    weights, manifest = tensors(ckpts / "step8"), Manifest.read(ckpts)
     assert before["train_loss"] is not None
     shutil.rmtree(ckpts / "step8")  # the kill: folder and manifest entry never written
-    cut = {**manifest, "revisions": [r for r in manifest["revisions"] if r["step"] != 8]}
-    write_json_atomic(ckpts / "manifest.json", cut)
+    cut = Manifest(ckpts, [r for r in manifest.revisions if r.step != 8])
+    cut.write()
     again = Trainer(tiny_config(**{"run.name": "cut", "train.max_steps": 8}))
     assert again.step == 8
     again.fit()
     after = json.loads((ckpts / "step8" / "strata.json").read_text())
-    assert read_manifest(ckpts) == manifest
+    assert Manifest.read(ckpts) == manifest
     assert {k: after[k] for k in ("train_loss", "val_loss", "tokens", "parent", "data")} == {
         k: before[k] for k in ("train_loss", "val_loss", "tokens", "parent", "data")
     }

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-
 from strata.checkpoints.publish import weights_plan, write_weights
 from strata.checkpoints.safetensors_stream import StreamWriter
 from strata.model import GPT, ModelConfig
@@ -108,9 +107,8 @@ def one_rank_fsdp():
 
 
 def test_a_large_sharded_model_is_streamed_not_staged(tmp_path, one_rank_fsdp):
-    from torch.distributed.tensor import DTensor
-
     from strata.checkpoints.publish import Publisher
+    from torch.distributed.tensor import DTensor
 
     model, reference = one_rank_fsdp
     assert any(isinstance(p, DTensor) for p in model.parameters())

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
 from strata.checkpoints import safe_dcp
 from strata.checkpoints.export import export_hf, import_hf, load_any, resolve_resume
 from strata.checkpoints.load import load, verify_revision
-from strata.checkpoints.publish import publish_revision, read_manifest
+from strata.checkpoints.publish import publish_revision
 from strata.checkpoints.resume import latest_resume, save_resume
 from strata.model import GPT, ModelConfig
+from strata.run import Manifest
 from strata.run.config import OptimConfig
 from strata.train.optim import build_optimizer
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -62,7 +62,7 @@ def trained(seed: int = 0, **overrides) -> tuple[GPT, torch.optim.Optimizer]:
     model.init_weights(seed=seed)
     optimizer = build_optimizer(model, OptimConfig())
     tokens = torch.randint(0, 64, (2, 9))
-    model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+    model(tokens[:, :-1], tokens[:, 1:]).loss.backward()
     optimizer.step()
     optimizer.zero_grad()
     return model, optimizer
@@ -212,7 +212,7 @@ def test_names_from_run_files_stay_inside_the_run(revision: Path, resume_ckpt: P
     for bad in ("../x", "/etc", ".step4.tmp", "..", "a/b"):
         (ckpt / "manifest.json").write_text(f'{{"revisions": [{{"revision": "{bad}"}}]}}')
         with pytest.raises(ValueError, match=r"manifest\.json: revision .* inside"):
-            read_manifest(ckpt)
+            Manifest.read(ckpt)
     strata_json = revision / "strata.json"
     strata_json.write_text(strata_json.read_text().replace('"config.json"', '"../config.json"'))
     with pytest.raises(ValueError, match=r"lists '\.\./config\.json', which is not in the folder"):

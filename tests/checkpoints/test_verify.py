@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from strata.checkpoints.verify import check, verify
+
 from tests.checkpoints.test_provenance import strata
 from tests.conftest import tiny_overrides
 

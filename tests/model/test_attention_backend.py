@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-
 from strata.model import attention_backend as ab
 from strata.model.attention_backend import (
     attention,

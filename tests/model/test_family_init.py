@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from strata.model import GPT, ModelConfig
 
 # Wide enough that a matrix's sample std is within ~1% of the true std.

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from strata.model import GPT, ModelConfig
 from strata.model.attention import Attention
 from strata.model.mlp import GeluMLP
@@ -86,7 +85,9 @@ def test_post_norm_block():
     cos, sin = rope_tables(16, 6)
     h = x + block.attn_norm(block.attn(x, cos, sin))
     expected = h + block.mlp_norm(block.mlp(h))
-    torch.testing.assert_close(block(x, cos, sin), expected)
+    out, aux = block(x, cos, sin)
+    assert aux is None  # a dense block reports no MoE terms
+    torch.testing.assert_close(out, expected)
 
 
 def test_parallel_residual_block_with_layernorm_and_gelu():
@@ -99,11 +100,11 @@ def test_parallel_residual_block_with_layernorm_and_gelu():
     ln2 = F.layer_norm(x, (64,), block.mlp_norm.weight, block.mlp_norm.bias, 1e-5)
     mlp = block.mlp.w2(F.gelu(block.mlp.w1(ln2)))
     expected = x + block.attn(ln1, cos, sin) + mlp
-    torch.testing.assert_close(block(x, cos, sin), expected)
+    torch.testing.assert_close(block(x, cos, sin)[0], expected)
     block.parallel = False  # sequential form with the same weights
     h = x + block.attn(ln1, cos, sin)
     expected = h + block.mlp(block.mlp_norm(h))
-    torch.testing.assert_close(block(x, cos, sin), expected)
+    torch.testing.assert_close(block(x, cos, sin)[0], expected)
 
 
 @pytest.mark.parametrize("layout", [TINY, NEOX, OLMO2], ids=["llama", "neox", "olmo2"])
@@ -132,14 +133,15 @@ def test_segment_ids_pass_through_training_forward(monkeypatch):
     monkeypatch.setattr(attention_module, "attention", _recording(seen))
     idx = torch.randint(0, 512, (2, 10))
     segments = torch.zeros(2, 10, dtype=torch.long)
-    logits, loss = model(idx, idx, segments)
+    out = model(idx, idx, segments)
     assert seen["segment_ids"] is segments
-    torch.testing.assert_close(logits, model(idx))
+    torch.testing.assert_close(out.logits, model(idx))
 
 
 def test_attention_is_the_backend_function():
-    from strata import model
     from strata.model import attention_backend
+
+    from strata import model
 
     assert model.attention is attention_backend.attention
     assert attention_module.attention is attention_backend.attention

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from strata.model import GPT, ModelConfig
 from strata.model.loss import chunked_loss, loss_from_logits
 
@@ -43,14 +42,17 @@ def test_z_loss_matches_reference(z_loss):
     model = build(z_loss=z_loss)
     idx, targets = batch()
     with torch.no_grad():
-        logits, loss = model(idx, targets)
+        out = model(idx, targets)
+    logits, loss = out.logits, out.loss
     total, z = reference(logits, targets, z_loss)
     torch.testing.assert_close(loss.double(), total, atol=1e-6, rtol=1e-6)
-    assert model.last_z_loss.shape == () and not model.last_z_loss.requires_grad
-    torch.testing.assert_close(model.last_z_loss.double(), z, atol=1e-7, rtol=1e-6)
+    assert out.z_loss.shape == () and not out.z_loss.requires_grad
+    torch.testing.assert_close(out.z_loss.double(), z, atol=1e-7, rtol=1e-6)
+    # ce: the cross-entropy alone, independently from F.cross_entropy
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    torch.testing.assert_close(out.ce, ce, atol=1e-6, rtol=1e-6)
     if z_loss == 0.0:  # unchanged plain path: one cross_entropy call
-        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        assert torch.equal(loss, ce) and model.last_z_loss.item() == 0.0
+        assert torch.equal(loss, ce) and out.z_loss.item() == 0.0
 
 
 def test_z_loss_gradient_pulls_log_z_to_zero():
@@ -75,11 +77,12 @@ def test_chunked_loss_equals_plain_loss_and_grads(dtype, tol, tie, z_loss, chunk
     idx, targets = batch()
     plain = build(dtype, tie_embeddings=tie, z_loss=z_loss)
     chunked = build(dtype, tie_embeddings=tie, z_loss=z_loss, loss_chunk_size=chunk)
-    logits, loss_p = plain(idx, targets)
-    none, loss_c = chunked(idx, targets)
-    assert none is None and logits.shape == (2, 20, V)
+    out_p, out_c = plain(idx, targets), chunked(idx, targets)
+    loss_p, loss_c = out_p.loss, out_c.loss
+    assert out_c.logits is None and out_p.logits.shape == (2, 20, V)
     torch.testing.assert_close(loss_c, loss_p, atol=tol, rtol=tol)
-    torch.testing.assert_close(chunked.last_z_loss, plain.last_z_loss, atol=tol, rtol=tol)
+    torch.testing.assert_close(out_c.z_loss, out_p.z_loss, atol=tol, rtol=tol)
+    torch.testing.assert_close(out_c.ce, out_p.ce, atol=tol, rtol=tol)
     loss_p.backward()
     loss_c.backward()
     gp, gc = grads(plain), grads(chunked)
@@ -105,9 +108,9 @@ def test_chunked_eval_and_inference():
     idx, targets = batch()
     with torch.no_grad():
         logits = model(idx)  # no targets: logits as usual
-        none, loss = model(idx, targets)
-    assert logits.shape == (2, 20, V) and none is None
-    assert loss.item() == pytest.approx(build()(idx, targets)[1].item(), rel=1e-6)
+        out = model(idx, targets)
+    assert logits.shape == (2, 20, V) and out.logits is None
+    assert out.loss.item() == pytest.approx(build()(idx, targets).loss.item(), rel=1e-6)
 
 
 def max_saved_numel(model, idx, targets) -> int:
@@ -119,7 +122,7 @@ def max_saved_numel(model, idx, targets) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _, loss = model(idx, targets)
+        loss = model(idx, targets).loss
     loss.backward()
     return max(sizes)
 
@@ -169,8 +172,8 @@ def test_fused_chunked_loss_under_bf16_autocast(z_loss):
     plain = build(z_loss=z_loss)
     chunked = build(z_loss=z_loss, loss_chunk_size=16)
     with torch.autocast("cpu", torch.bfloat16):
-        _, loss_p = plain(idx, targets)
-        _, loss_c = chunked(idx, targets)
+        loss_p = plain(idx, targets).loss
+        loss_c = chunked(idx, targets).loss
     torch.testing.assert_close(loss_c, loss_p, atol=2e-2, rtol=1e-2)
     loss_p.backward()
     loss_c.backward()

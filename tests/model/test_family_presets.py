@@ -8,7 +8,6 @@ counts the model cards / papers publish.
 
 import pytest
 import torch
-
 from strata.model import GPT, ModelConfig
 
 # name: (architecture, hidden, layers, heads, kv_heads, intermediate, vocab, tied, published)

@@ -3,11 +3,11 @@ transformers' greedy `generate` on the exported weights; sampling filters are ri
 
 import pytest
 import torch
-
 from strata.checkpoints.publish import write_revision
 from strata.model import GPT, ModelConfig
 from strata.model.generate import filter_logits, generate, sample_next
 from strata.model.kv_cache import KVCache
+
 from tests.checkpoints.test_hf_families import OURS, perturb
 
 FAMILIES = ["llama", "neox", "olmo2"]

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from strata.model import GPT, ModelConfig
 
 
@@ -19,13 +18,17 @@ def test_output_shapes_and_loss():
     idx = torch.randint(0, 500, (3, 17))
     logits = model(idx)
     assert logits.shape == (3, 17, 500) and logits.dtype == torch.float32
-    logits2, loss = model(idx, idx)
-    assert torch.equal(logits, logits2)
+    out = model(idx, idx)
+    assert torch.equal(logits, out.logits)
+    loss = out.loss
     assert loss.shape == () and loss.dtype == torch.float32
+    assert torch.equal(out.ce, loss) and not out.ce.requires_grad  # dense, no z-loss
+    assert out.z_loss.item() == out.moe_aux_loss.item() == out.moe_z_loss.item() == 0
+    assert out.moe_counts == {}
     # The default (fused, chunked) loss builds no logits and gives the same loss.
-    none, fused = build(vocab_size=500)(idx, idx)
-    assert none is None and fused.shape == () and fused.dtype == torch.float32
-    torch.testing.assert_close(fused, loss)
+    fused = build(vocab_size=500)(idx, idx)
+    assert fused.logits is None and fused.loss.shape == () and fused.loss.dtype == torch.float32
+    torch.testing.assert_close(fused.loss, loss)
 
 
 def test_vocab_padding():
@@ -34,9 +37,9 @@ def test_vocab_padding():
     assert model.lm_head.weight.shape == (512, 64)
     # The loss only sees the real vocab: same as cross-entropy over sliced logits.
     idx = torch.randint(0, 500, (2, 8))
-    logits, loss = model(idx, idx)
-    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 500), idx.reshape(-1))
-    torch.testing.assert_close(loss, ref)
+    out = model(idx, idx)
+    ref = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 500), idx.reshape(-1))
+    torch.testing.assert_close(out.loss, ref)
 
 
 def test_ignore_index():
@@ -44,8 +47,8 @@ def test_ignore_index():
     idx = torch.randint(0, 512, (2, 8))
     targets = idx.clone()
     targets[:, 4:] = -100
-    _, loss = model(idx, targets)
-    _, loss_head = model(idx[:, :4], idx[:, :4])
+    loss = model(idx, targets).loss
+    loss_head = model(idx[:, :4], idx[:, :4]).loss
     torch.testing.assert_close(loss, loss_head)
 
 
@@ -73,7 +76,7 @@ def test_initial_loss_is_uniform(tie):
     # Independent targets: with tied embeddings a token predicts itself at init.
     idx, targets = torch.randint(0, 512, (2, 4, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        _, loss = model(idx, targets)
+        loss = model(idx, targets).loss
     assert abs(loss.item() - math.log(512)) < 0.3
 
 
@@ -83,7 +86,7 @@ def test_overfits_one_batch():
     idx = torch.randint(0, 512, (4, 32))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     for _ in range(150):
-        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss = model(idx[:, :-1], idx[:, 1:]).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,7 +1,6 @@
 """ModelConfig: presets, validation messages, dict round trip."""
 
 import pytest
-
 from strata.model import ModelConfig
 
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from strata.model import attention
 from strata.model.norms import RMSNorm
 from strata.model.rope import apply_rotary, rope_tables

@@ -10,13 +10,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from strata.model import GPT, ModelConfig, MoEConfig
+from strata.model.moe import MoE, grouped_mm_supported, load_balancing_loss, routing_stats
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     CheckpointImpl,
     checkpoint_wrapper,
 )
-
-from strata.model import GPT, ModelConfig, MoEConfig
-from strata.model.moe import MoE, grouped_mm_supported, load_balancing_loss, routing_stats
 
 D, E = 16, 4
 BASE = dict(vocab_size=64, d_model=D, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=16,
@@ -136,8 +135,7 @@ def test_uniform_routing_gives_coef_and_skew_more():
     for _, moe in model.moe_layers():
         torch.nn.init.zeros_(moe.router.weight)  # every probability 1/E
     idx = torch.randint(0, 512, (2, 16))
-    model(idx, idx)
-    assert model.last_moe_aux_loss.item() == pytest.approx(0.05)
+    assert model(idx, idx).moe_aux_loss.item() == pytest.approx(0.05)
     layer = build(top_k=1)
     force_routing(layer, [10.0, 0.0, 0.0, 0.0])
     x = inputs()
@@ -316,33 +314,50 @@ def test_gpt_loss_includes_router_losses_and_counts():
     config = ModelConfig.from_preset("debug-moe", moe={"z_loss_coef": 0.01}, loss_chunk_size=0)
     model = GPT(config)
     idx, targets = torch.randint(0, 512, (2, 16)), torch.randint(0, 512, (2, 16))
-    logits, loss = model(idx, targets)
-    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-    auxes = [moe.last_aux for _, moe in model.moe_layers()]
-    assert auxes == [None, None]  # collected and released by GPT.forward
+    out = model(idx, targets)
+    loss = out.loss
+    ce = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten())
+    torch.testing.assert_close(out.ce, ce)
+    assert not out.ce.requires_grad
     m = model.config.moe
-    torch.testing.assert_close(loss, ce + model.last_moe_aux_loss + model.last_moe_z_loss)
-    assert model.last_moe_aux_loss.shape == () and not model.last_moe_aux_loss.requires_grad
-    assert model.last_moe_aux_loss.item() >= m.aux_loss_coef * 0.5
-    assert model.last_moe_z_loss.item() > 0
-    assert sorted(model.last_moe_counts) == ["layers.0", "layers.1"]
-    for counts in model.last_moe_counts.values():
+    # independently: each layer's own MoEAux, weighted and averaged over layers
+    x, auxes = model.tok_embeddings(idx), []
+    cos, sin = model.rope_cos[:16], model.rope_sin[:16]
+    for block in model.layers:
+        x, aux = block(x, cos, sin)
+        auxes.append(aux)
+    aux_ref = m.aux_loss_coef * torch.stack([a.aux_loss for a in auxes]).mean()
+    z_ref = m.z_loss_coef * torch.stack([a.z_loss for a in auxes]).mean()
+    torch.testing.assert_close(out.moe_aux_loss, aux_ref.detach())
+    torch.testing.assert_close(out.moe_z_loss, z_ref.detach())
+    torch.testing.assert_close(loss, ce + out.moe_aux_loss + out.moe_z_loss)
+    assert out.moe_aux_loss.shape == () and not out.moe_aux_loss.requires_grad
+    assert out.moe_aux_loss.item() >= m.aux_loss_coef * 0.5
+    assert out.moe_z_loss.item() > 0 and out.z_loss.item() == 0
+    assert sorted(out.moe_counts) == ["layers.0", "layers.1"]
+    for name, counts in out.moe_counts.items():
         assert counts.shape == (8,) and counts.sum().item() == 2 * 16 * 2
+        assert torch.equal(counts, auxes[int(name.split(".")[1])].counts)
+    # the model keeps nothing from the forward: no state left on any module
+    assert not [k for mod in model.modules() for k in vars(mod) if k.startswith("last_")]
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     # The chunked loss adds the same terms.
     chunked = GPT(dataclasses.replace(model.config, loss_chunk_size=8))
     chunked.load_state_dict(model.state_dict())
-    _, chunked_loss = chunked(idx, targets)
-    torch.testing.assert_close(chunked_loss, loss.detach(), atol=1e-5, rtol=1e-5)
+    chunked_out = chunked(idx, targets)
+    assert chunked_out.logits is None
+    torch.testing.assert_close(chunked_out.loss, loss.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked_out.moe_aux_loss, out.moe_aux_loss)
 
 
 def test_dense_model_reports_zero_moe_terms():
     model = GPT(ModelConfig.from_preset("debug"))
     idx = torch.randint(0, 512, (1, 8))
-    _, loss = model(idx, idx)
-    assert model.last_moe_aux_loss.item() == 0 and model.last_moe_z_loss.item() == 0
-    assert model.last_moe_counts == {} and list(model.moe_layers()) == []
+    out = model(idx, idx)
+    assert out.moe_aux_loss.item() == 0 and out.moe_z_loss.item() == 0
+    assert out.moe_counts == {} and list(model.moe_layers()) == []
+    assert torch.equal(out.loss.detach(), out.ce)
     assert model.active_params() == model.num_params()
 
 
@@ -350,19 +365,22 @@ def test_gpt_works_through_activation_checkpointing_and_compile():
     torch.manual_seed(0)
     ref = GPT(ModelConfig.from_preset("debug-moe"))
     idx = torch.randint(0, 512, (2, 16))
-    _, ref_loss = ref(idx, idx)
-    ref_loss.backward()
+    ref_out = ref(idx, idx)
+    ref_out.loss.backward()
     model = GPT(ref.config)
     model.load_state_dict(ref.state_dict())
     model.layers[0] = checkpoint_wrapper(
         model.layers[0], checkpoint_impl=CheckpointImpl.NO_REENTRANT
     )
     model.layers[1].compile(backend="aot_eager")
-    _, loss = model(idx, idx)
-    loss.backward()
+    out = model(idx, idx)
+    out.loss.backward()
     assert [name for name, _ in model.moe_layers()] == ["layers.0", "layers.1"]
-    torch.testing.assert_close(loss, ref_loss)
-    assert model.last_moe_counts.keys() == ref.last_moe_counts.keys()
+    torch.testing.assert_close(out.loss, ref_out.loss)
+    torch.testing.assert_close(out.moe_aux_loss, ref_out.moe_aux_loss)
+    assert out.moe_counts.keys() == ref_out.moe_counts.keys()
+    for name, counts in out.moe_counts.items():
+        assert torch.equal(counts, ref_out.moe_counts[name])
     grads = {
         n.replace("_checkpoint_wrapped_module.", ""): p.grad for n, p in model.named_parameters()
     }

@@ -1,7 +1,6 @@
 """Config: TOML + overrides, type checks, and one-line errors naming the bad key."""
 
 import pytest
-
 from strata.run.config import ConfigError, dump_toml, load_config, parse_override
 
 
@@ -92,7 +91,6 @@ def test_checkpoint_async_alias():
 
 def test_nested_moe_keys_override_and_round_trip():
     import tomllib
-
     from strata.run.config import dump_toml, from_dict
 
     cfg = load_config("configs/debug.toml", ["model.preset=debug-moe", "model.moe.top_k=3"])

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from strata.checkpoints.publish import publish_revision
+from strata.model import GPT, ModelConfig
 from strata.study import study
 from strata.study.data import eval_set, source_group
 from strata.study.evaluate import evaluate, summarise
@@ -17,9 +17,7 @@ from strata.study.memorise import score
 from strata.study.norms import group_of, norm_columns
 from strata.study.sample import first_steps, log_bins, mem_sample
 from strata.study.tables import read_csv
-from strata.study.tokbytes import token_bytes
-from strata.model import GPT, ModelConfig
-from strata.tokenizer import Tokenizer, train_tokenizer
+from strata.tokenizer import Tokenizer, text_byte_counts, train_tokenizer
 from strata.tokenizer.order import batch_window_indices
 from strata.tokenizer.shards import TokenShards
 
@@ -41,13 +39,14 @@ def test_bpb_of_a_toy_case():
 
 def test_token_bytes_are_exact(tiny_dataset, tmp_path):
     tok = Tokenizer.load(tiny_dataset / "tokenizer")
-    table = token_bytes(tiny_dataset / "tokenizer")
+    table = text_byte_counts(tok)
     assert table[[tok.eos_id, tok.bos_id, tok.pad_id]].tolist() == [0, 0, 0]
     texts = ["Grüße, 漢字 🙂 and\n\ttabs", "plain ascii", " leading space ▁ marker"] * 20
     (tmp_path / "u.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     for kind in ("bpe", "sentencepiece"):
         train_tokenizer([tmp_path / "u.jsonl"], tmp_path / kind, kind=kind, vocab_size=300)
-        tok, table = Tokenizer.load(tmp_path / kind), token_bytes(tmp_path / kind)
+        tok = Tokenizer.load(tmp_path / kind)
+        table = text_byte_counts(tok)
         for text in texts[:3] + ["unseen: ĳ 字 🤖"]:
             ids = tok.encode(text)
             assert table[ids].sum() == len(tok.decode(ids).encode("utf-8")), (kind, text)
@@ -62,7 +61,8 @@ def test_uniform_model_bpb_by_hand(tiny_dataset):
     model = GPT(ModelConfig.from_preset("debug", vocab_size=vocab)).eval()
     torch.nn.init.zeros_(model.lm_head.weight)
     val = TokenShards(tiny_dataset, "val")
-    data = eval_set(val, 32, 5, token_bytes(tiny_dataset / "tokenizer"), 1)
+    table = text_byte_counts(Tokenizer.load(tiny_dataset / "tokenizer"))
+    data = eval_set(val, 32, 5, table, 1)
     row, sources = evaluate(model, data, batch_size=2)
     tok = Tokenizer.load(tiny_dataset / "tokenizer")
     text = [t for t in data.targets.ravel().tolist() if t != tok.eos_id]

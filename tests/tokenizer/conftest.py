@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from strata.tokenizer import Tokenizer, train_tokenizer
 
 SNIPPETS = [

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from strata.tokenizer import TokenShards, prepare, train_tokenizer
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from strata.tokenizer import build_stdlib_corpus, iter_documents, stdlib_files
 from strata.tokenizer import corpus as corpus_module
 

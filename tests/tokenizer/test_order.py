@@ -1,11 +1,12 @@
-"""The data-order contract: batch_window_indices and rank_slice."""
+"""The data-order contract: batch_window_indices, rank_slice and validation_windows."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
-
-from strata.tokenizer import batch_window_indices, rank_slice
+from strata.tokenizer import batch_window_indices, rank_slice, validation_windows
 from strata.tokenizer.order import epoch_permutation
 
 
@@ -64,3 +65,29 @@ def test_rank_slice_errors() -> None:
         rank_slice(10, 4, 0)
     with pytest.raises(ValueError, match="rank must be in"):
         rank_slice(8, 4, 4)
+
+
+def test_validation_windows_as_before_and_evenly_spaced() -> None:
+    """The rule train/data.py and study/data.py each computed before sharing it, and an
+    exact reference: pick k is an integer nearest k (n - 1) / (m - 1) (a tie may go
+    either way: linspace rounds in floating point)."""
+    for n in [*range(0, 40), 97, 1000, 4097]:
+        for count in [0, 1, 2, 3, 5, 8, 13, 39, 40, 64, 999, 5000]:
+            got = validation_windows(n, count)
+            m = min(n, count)
+            before = np.unique(np.linspace(0, n - 1, m).round().astype(np.int64))
+            assert got.dtype == np.int64 and np.array_equal(got, before), (n, count)
+            assert len(got) == m and (np.diff(got) > 0).all()  # distinct, ascending
+            for k, pick in enumerate(got.tolist()):
+                exact = Fraction(k * (n - 1), m - 1) if m > 1 else Fraction(0)
+                assert abs(pick - exact) <= Fraction(1, 2), (n, count, k)
+    assert validation_windows(10, 3).tolist() == [0, 4, 9]  # 4.5 rounds to even
+    assert validation_windows(5, 100).tolist() == [0, 1, 2, 3, 4]  # all of them
+
+
+def test_validation_windows_refuse_bad_arguments() -> None:
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="n_windows must be an integer >= 0"):
+            validation_windows(bad, 4)
+        with pytest.raises(ValueError, match="count must be an integer >= 0"):
+            validation_windows(10, bad)

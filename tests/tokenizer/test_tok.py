@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from strata.tokenizer import Tokenizer, train_tokenizer
 from strata.tokenizer.trainers import EOS, TextBudget, sentence_chunks
 

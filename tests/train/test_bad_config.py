@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import tiny_overrides
-from strata.tokenizer import TokenShards, prepare, train_tokenizer
 from strata.run.config import ConfigError, load_config
+from strata.tokenizer import TokenShards, prepare, train_tokenizer
 from strata.train.data import TrainBatches
 from strata.train.trainer import Trainer
+
+from tests.conftest import tiny_overrides
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 import numpy as np
 import torch
-
 from strata.tokenizer import TokenShards, batch_window_indices
 from strata.train.data import TrainBatches, validation_batches
 
@@ -63,3 +62,18 @@ def test_validation_windows_are_fixed(tiny_dataset):
     b = validation_batches(TokenShards(tiny_dataset, "val"), 32, 4, 3)
     assert len(a) == 3 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert a[0].shape == (4, 33)
+
+
+def test_trainer_and_study_validate_on_the_same_windows(tiny_dataset):
+    """Both score `validation_windows`: window i is the seq_len + 1 tokens from i * seq_len."""
+    from strata.study.data import eval_set
+
+    val = TokenShards(tiny_dataset, "val")
+    n = (val.n_tokens - 1) // 32
+    picks = np.unique(np.linspace(0, n - 1, min(n, 6)).round().astype(np.int64))
+    expected = np.stack([val.read(int(w) * 32, 33) for w in picks])  # (6, 33)
+    trainer = torch.cat(validation_batches(val, 32, 2, 3)).numpy()
+    study = eval_set(val, 32, 6, np.zeros(val.vocab_size, np.int64), 1)
+    assert np.array_equal(trainer, expected)
+    assert np.array_equal(study.inputs, expected[:, :-1])
+    assert np.array_equal(study.targets, expected[:, 1:])

@@ -3,7 +3,6 @@ here by pretending CUDA is available; no GPU is touched)."""
 
 import pytest
 import torch
-
 from strata.train import dist
 from strata.train.metrics import mfu_of
 

@@ -31,10 +31,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from strata.checkpoints.load import verify_revision
-from strata.checkpoints.publish import read_manifest
 from strata.checkpoints.safe_dcp import METADATA, check_files, read_metadata_file
+from strata.run import Manifest
+
 from tests.train.runs import ENV, ROOT, train_cmd
 
 TIMEOUT = 120.0  # seconds for any one attempt: nothing here may hang
@@ -124,7 +124,7 @@ def check_consistent(run_dir: Path) -> None:
         assert (folder / "trainer.json").is_file(), f"latest names incomplete {folder}"
         check_files(folder, read_metadata_file(folder / METADATA))
     ckpt = run_dir / "checkpoints"
-    names = [r["revision"] for r in read_manifest(ckpt)["revisions"]]
+    names = [r.revision for r in Manifest.read(ckpt).revisions]
     assert len(names) == len(set(names)), names
     for name in names:
         assert not name.startswith(".") and ".tmp" not in name, name
@@ -203,14 +203,14 @@ def kill_until_done(cmd: list[str], run_dir: Path, kills: int, seed: int, timing
 
 def assert_same_revisions(reference: Path, run_dir: Path) -> None:
     """The same revisions, listed once each, with bitwise equal weights."""
-    ref, got = read_manifest(reference / "checkpoints"), read_manifest(run_dir / "checkpoints")
-    assert [r["revision"] for r in got["revisions"]] == [r["revision"] for r in ref["revisions"]]
-    for entry in ref["revisions"]:
-        a = load_file(reference / "checkpoints" / entry["revision"] / "model.safetensors")
-        b = load_file(run_dir / "checkpoints" / entry["revision"] / "model.safetensors")
+    ref, got = Manifest.read(reference / "checkpoints"), Manifest.read(run_dir / "checkpoints")
+    assert [r.revision for r in got.revisions] == [r.revision for r in ref.revisions]
+    for entry in ref.revisions:
+        a = load_file(reference / "checkpoints" / entry.revision / "model.safetensors")
+        b = load_file(run_dir / "checkpoints" / entry.revision / "model.safetensors")
         assert a.keys() == b.keys()
         for key in a:
-            assert torch.equal(a[key], b[key]), (entry["revision"], key)
+            assert torch.equal(a[key], b[key]), (entry.revision, key)
 
 
 def reference_run(cmd: list[str], log: Path, steps: int) -> Timing:

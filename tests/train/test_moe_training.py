@@ -7,18 +7,19 @@ import math
 
 import pytest
 import torch
-
 from strata.checkpoints import load
-from tests.train.test_distributed import assert_same_losses, read_metrics, run
 from strata.train.trainer import Trainer
+
+from tests.train.test_distributed import assert_same_losses, read_metrics, run
 
 MOE = {"model.preset": "debug-moe"}
 
 
 @pytest.fixture(scope="module")
 def moe_run(tiny_dataset, tmp_path_factory):
-    from tests.conftest import tiny_overrides
     from strata.run.config import load_config
+
+    from tests.conftest import tiny_overrides
 
     out = tmp_path_factory.mktemp("moe")
     values = {**MOE, "train.max_steps": 16, "optim.lr": 3e-3}
@@ -70,8 +71,9 @@ def test_two_processes_match_one_with_experts(tiny_dataset, tmp_path):
 def test_bias_balancing_trains_and_publishes_natively(tiny_dataset, tmp_path):
     """`balance = "bias"` has no OLMoE equivalent: revisions use our own names, and the
     selection bias, updated after every step from the counts, is published with them."""
-    from tests.conftest import tiny_overrides
     from strata.run.config import load_config
+
+    from tests.conftest import tiny_overrides
 
     values = {**MOE, "model.moe.balance": "bias", "model.moe.bias_update_rate": 0.01}
     cfg = load_config("configs/debug.toml", tiny_overrides(tiny_dataset, tmp_path, **values))
@@ -94,8 +96,9 @@ def test_bias_balancing_trains_and_publishes_natively(tiny_dataset, tmp_path):
 
 def test_activation_checkpointing_gives_the_same_moe_run(tiny_dataset, tmp_path):
     """Recomputing MoE blocks in backward (routing included) changes no number."""
-    from tests.conftest import tiny_overrides
     from strata.run.config import load_config
+
+    from tests.conftest import tiny_overrides
 
     losses = {}
     for ac in ("none", "full"):

@@ -11,9 +11,8 @@ catches any synchronisation, also from inside torch.
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
-
 from strata.train.trainer import Trainer
+from torch.overrides import TorchFunctionMode
 
 READS = {
     torch.Tensor.item,

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from strata.model import GPT, ModelConfig
 from strata.run.config import OptimConfig
 from strata.train.optim import lr_at, param_groups

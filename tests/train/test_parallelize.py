@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
-
 from strata.run.config import ConfigError, TrainConfig
 from strata.train.trainer import Trainer
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 
 
 def losses(trainer):

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from strata.model.attention_backend import segment_ids_from_tokens
+from strata.train.trainer import Trainer
 
 from tests.train.runs import read_metrics
-from strata.train.trainer import Trainer
 
 
 @pytest.mark.parametrize("background", ["false", "true"])
@@ -100,7 +101,7 @@ def test_document_mask_and_z_loss_reach_the_model(tiny_config):
     assert "z_loss" not in a[0] and b[0]["z_loss"] > 0
     # The windows really do span several documents, so the mask has work to do.
     rows = masked.batches.local_tokens(0)[:, :-1]
-    segments = masked._segments(rows)
+    segments = segment_ids_from_tokens(rows, masked.train_shards.eos_id)  # what it masks by
     assert segments.shape == rows.shape and int(segments.max()) > 0
 
 

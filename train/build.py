@@ -1,0 +1,136 @@
+"""What a `Trainer` is built from, out of the config: the model config, the sharded and
+initialised model, and the data.
+
+- `resolve_model_config`: the preset's config with the dataset's vocabulary size, unless
+  `model.vocab_size` is set (then it must hold the dataset's).
+- `build_model`: on the meta device, parallelized (sharded, `train/parallelize.py`), then
+  allocated and initialised on the device (`train/materialize.py`): no process ever holds
+  the whole model, and the initial weights are the same whatever the number of processes.
+- `load_data`: this process's training batches (`train/data.py`), the fixed validation
+  batches (none without a validation split longer than one sequence) and the dataset's
+  fingerprint (the sha256 of its index.json, which lists every shard's sha256).
+- `resume`: the latest resume checkpoint of the run, loaded into model and optimizer.
+- `install_tokenizer`, `write_config`: the run folder's `tokenizer/` (the dataset's,
+  copied once, then checked) and `config.toml` (every default written out), each
+  written by rank 0 through a temporary name.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from strata.checkpoints.resume import latest_resume, load_resume
+from strata.model import GPT, ModelConfig
+from strata.run import RunPaths, dataset_fingerprint, resolve_dataset
+from strata.run.config import Config, ConfigError, TrainConfig, dump_toml
+from strata.tokenizer import Tokenizer, TokenShards
+from strata.train import dist
+from strata.train.data import TrainBatches, validation_batches
+from strata.train.materialize import materialize
+from strata.train.parallelize import parallelize
+
+
+def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
+    """The preset's config with the data's vocabulary size unless set explicitly."""
+    if "vocab_size" not in cfg.model_keys:
+        return ModelConfig.from_dict({**cfg.model.to_dict(), "vocab_size": vocab_size})
+    if cfg.model.vocab_size < vocab_size:
+        raise ConfigError(
+            f"model.vocab_size = {cfg.model.vocab_size}: expected at least the dataset's "
+            f"vocabulary size ({vocab_size})"
+        )
+    return cfg.model
+
+
+def build_model(config: ModelConfig, train: TrainConfig, device: torch.device) -> GPT:
+    """Build on the meta device, parallelize (shard), then allocate and initialise on
+    `device`: no process ever holds the whole model, and the initial weights are the same
+    whatever the number of processes (`train/materialize.py`)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    dp_replicate, dp_shard = train.dp_sizes(dist.world_size())
+    mesh = dist.device_mesh(dp_replicate, dp_shard, device)
+    model = parallelize(model, train, device, mesh)
+    materialize(model, device, train.seed)
+    return model
+
+
+@dataclass
+class RunData:
+    """The data of a run, as this process sees it."""
+
+    dataset: Path
+    """The prepared dataset folder (`run.resolve_dataset` of `data.dataset`)."""
+    train_shards: TokenShards
+    fingerprint: str
+    """sha256 of the dataset's index.json (`strata.json` `data.dataset_fingerprint`)."""
+    batches: TrainBatches
+    """This process's rows of every global batch."""
+    val_batches: list[torch.Tensor]
+    """Fixed validation micro-batches (rows, seq_len + 1); [] without a validation split."""
+
+
+def load_data(cfg: Config) -> RunData:
+    """Open `data.dataset` for training and validation (`data.verify` checks the shards)."""
+    dataset = resolve_dataset(cfg.data.dataset, cfg.run_dir, cfg.run.out_dir)
+    t = cfg.train
+    shards = TokenShards(dataset, "train", verify=cfg.data.verify)
+    batches = TrainBatches(
+        shards, t.seq_len, t.global_batch_size, t.micro_batch_size, t.seed,
+        dist.rank(), dist.world_size(),
+    )  # fmt: skip
+    val = TokenShards(dataset, "val", verify=cfg.data.verify)
+    val_batches = (
+        validation_batches(val, t.seq_len, t.micro_batch_size, t.eval_batches)
+        if val.n_tokens > t.seq_len
+        else []
+    )
+    return RunData(dataset, shards, dataset_fingerprint(dataset), batches, val_batches)
+
+
+def install_tokenizer(run: RunPaths, data: RunData) -> Tokenizer:
+    """Copy the dataset's tokenizer into the run, or check the run's one matches; a
+    collective (rank 0 copies, every process then loads it)."""
+    expected = data.train_shards.index["tokenizer_sha256"]
+    tokenizer_dir, dataset = run.tokenizer, data.dataset
+    if tokenizer_dir.exists():
+        found = Tokenizer.load(tokenizer_dir).sha256()
+        if found != expected:
+            raise ValueError(
+                f"{tokenizer_dir}: the run's tokenizer (sha256 {found[:12]}) is not the "
+                f"one {dataset} was prepared with ({expected[:12]})"
+            )
+    elif dist.is_rank0():
+        run.root.mkdir(parents=True, exist_ok=True)
+        tmp = run.root / ".tokenizer.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(dataset / "tokenizer", tmp)
+        tmp.rename(tokenizer_dir)
+    dist.barrier()
+    return Tokenizer.load(tokenizer_dir)
+
+
+def write_config(run: RunPaths, cfg: Config) -> None:
+    """RUN/config.toml: the fully resolved config (rank 0)."""
+    if dist.is_rank0():
+        run.root.mkdir(parents=True, exist_ok=True)
+        tmp = run.root / ".config.toml.tmp"
+        tmp.write_text(dump_toml(cfg))
+        tmp.replace(run.config)
+
+
+def resume(
+    resume_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, tuple[int, float | None]]:
+    """(step, (step, its train loss)) of the latest checkpoint in `resume_dir`, loaded into
+    `model` and `optimizer`; (0, (-1, None)) when there is none (a fresh run)."""
+    path = latest_resume(resume_dir)
+    if path is None:
+        return 0, (-1, None)
+    state = load_resume(path, model, optimizer)
+    step = int(state["step"])
+    dist.print0(f"resumed from {path} at step {step}")
+    return step, (step, state.get("train_loss"))
