@@ -14,7 +14,8 @@ device and are read back only at log, eval and publication steps (and every step
 backpropagate and, apart, the cross-entropy the run logs and the weighted extra terms.
 
 Around the loop: `train/build.py` builds the model, data and run files,
-`train/metrics.py` the metrics record, `train/moe_stats.py` measures MoE layers, and
+`train/metrics.py` the metrics record, `train/evaluate.py` the validation loss,
+`train/moe_stats.py` measures MoE layers, and
 `train/faults.py` handles bad steps (skipped on the device; `train.max_bad_steps` in a
 row stop the run), loss spikes (`RUN/spikes/`) and failed writes (`write_guard`).
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
 from pathlib import Path
 
@@ -50,6 +50,7 @@ from strata.train.build import (
     resume,
     write_config,
 )
+from strata.train.evaluate import validation_loss
 from strata.train.faults import (
     RunStopped,
     StepGuard,
@@ -162,26 +163,10 @@ class Trainer:
         with dist.autocast(self.device, self.dtype):
             return self.model(inputs, targets, segment_ids=segments)
 
-    @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Mean loss over the fixed validation batches (None when there is no val split).
-
-        Every process calls it: process r evaluates batches r, r + W, ... and the sums
-        are combined. Forwards are collectives under FSDP, so every process runs the
-        same number; one with fewer batches runs a spare forward that counts for nothing.
-        """
-        if not self.val_batches:
-            return None
+        """Mean loss over the fixed validation batches (None without a val split)."""
         self.model.eval()
-        n, world = len(self.val_batches), dist.world_size()
-        total = torch.zeros(2, device=self.device)  # (sum of batch losses, batches)
-        for i in range(dist.rank(), math.ceil(n / world) * world, world):
-            rows = self.val_batches[i % n].to(self.device)
-            ce = self._forward(rows[:, :-1], rows[:, 1:]).ce.float()  # cross-entropy only
-            weight = float(i < n)
-            total += torch.stack([ce * weight, ce.new_tensor(weight)])
-        total = dist.all_reduce_mean(total)  # the ratio of two means is the global mean
-        return (total[0] / total[1]).item()
+        return validation_loss(self._forward, self.val_batches, self.device)
 
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
         every = self.cfg.checkpoint.every
