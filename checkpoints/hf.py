@@ -18,8 +18,15 @@ Design choices:
 - GPT-NeoX's output matrix is written as `embed_out.weight`, its name in the
   published Pythia checkpoints (transformers 4.x's attribute; 5.x renames it to
   `lm_head` when loading); import accepts either name.
-- The exported `vocab_size` is `padded_vocab_size` (the real shape of the matrices);
-  the tokenizer's true vocabulary size lives in our own `strata.json`.
+- The exported `vocab_size` is the real vocabulary's (the tokenizer's), not
+  `padded_vocab_size`: the padding rows are never trained (our model slices its logits
+  to the real vocabulary, in the loss and in generation), so a client that saw them
+  would give them probability and sample them (an untrained row's logit is near 0, far
+  above a well-trained model's unlikely tokens). No Hugging Face class can mask rows to
+  -inf, and training rows that no data ever contains down is wasted compute, so they
+  are left out: the embedding and output matrices are written with their first
+  `vocab_size` rows and padded back with zeros on import (`checkpoints/hf_weights.py`).
+  Revisions written before this rule, with padded matrices, still load.
 - `config.json` carries both the transformers 4.x rope keys (`rope_theta`, GPT-NeoX's
   `rotary_pct` / `rotary_emb_base`) and the 5.x `rope_parameters` dict (with
   `partial_rotary_factor` for GPT-NeoX), so it loads in transformers 4.45+ and 5.x.
@@ -163,7 +170,7 @@ def hf_config(
     out = {
         "architectures": [fam.hf_class],
         "model_type": fam.model_type,
-        "vocab_size": config.padded_vocab_size,
+        "vocab_size": config.vocab_size,  # the padding rows are not exported
         "hidden_size": config.d_model,
         "intermediate_size": config.d_ff,
         "num_hidden_layers": config.n_layers,
@@ -272,7 +279,10 @@ def config_from_hf(hf: dict[str, Any], *, vocab_size: int | None = None) -> Mode
     it cannot map.
 
     `vocab_size` (the tokenizer's real size) may be given when the HF vocab is a
-    padded one; it must pad back to exactly the HF vocab_size.
+    padded one (revisions written before the padding rows were left out, or a foreign
+    padded model); it must pad back to exactly the HF vocab_size. An HF vocabulary that
+    is the real one gets Strata's default padding (`vocab_multiple` 64; the matrices are
+    padded with zero rows on import).
     """
     family = _hf_family(hf)
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
@@ -296,11 +306,11 @@ def config_from_hf(hf: dict[str, Any], *, vocab_size: int | None = None) -> Mode
         rope_theta=float(theta),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         init_std=float(hf.get("initializer_range", 0.02)),
-        vocab_multiple=64 if hf_vocab % 64 == 0 else hf_vocab,
+        vocab_multiple=64 if real_vocab == hf_vocab or hf_vocab % 64 == 0 else hf_vocab,
         family=family,
         **fields,
     )
-    if config.padded_vocab_size != hf_vocab:
+    if real_vocab != hf_vocab and config.padded_vocab_size != hf_vocab:
         raise ValueError(
             f"config_from_hf: vocab_size={real_vocab} pads to {config.padded_vocab_size}, "
             f"expected the HF vocab_size {hf_vocab}"

@@ -71,10 +71,13 @@ def hf_plan(config: ModelConfig, family: _Family | None = None) -> Plan:
     fam = family or check_hf_compatible(config)
     tied = {"lm_head.weight"} if config.tie_embeddings else set()
     plan: Plan = []
+    real_rows = _RealRows(config.vocab_size)
     for ours, theirs in _names(config, fam):
         if ours[0] in tied:
             continue
         fn = functools.partial(_fuse_qkv, n_heads=config.n_heads) if len(ours) == 3 else identity
+        if ours[0] in VOCAB_MATRICES and config.padded_vocab_size > config.vocab_size:
+            fn = real_rows
         plan.append((theirs, ours, fn))
     for ours, theirs in _expert_layers(config):  # stacked (E, in, out) -> per expert (out, in)
         for w, proj in _EXPERTS:
@@ -86,6 +89,33 @@ def hf_plan(config: ModelConfig, family: _Family | None = None) -> Plan:
 def identity(t: torch.Tensor) -> torch.Tensor:
     """The output that is its input unchanged (most of them)."""
     return t
+
+
+VOCAB_MATRICES = ("tok_embeddings.weight", "lm_head.weight")
+
+
+@dataclass(frozen=True)
+class _RealRows:
+    """The first `rows` rows of a padded vocabulary matrix: the real vocabulary's."""
+
+    rows: int
+
+    def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
+        return matrix[: self.rows]  # (V_padded, d) -> (V, d)
+
+
+def _pad_rows(matrix: torch.Tensor, config: ModelConfig, name: str) -> torch.Tensor:
+    """A vocabulary matrix of `vocab_size` rows padded with zero rows to the model's
+    `padded_vocab_size` (already padded ones, as older revisions hold them, pass)."""
+    rows, padded = matrix.shape[0], config.padded_vocab_size
+    if rows == padded:
+        return matrix
+    if rows != config.vocab_size:
+        raise ValueError(
+            f"from_hf_state_dict: {name} has {rows} rows, expected the vocabulary size "
+            f"{config.vocab_size} or its padded size {padded}"
+        )
+    return torch.cat([matrix, matrix.new_zeros(padded - rows, *matrix.shape[1:])])
 
 
 @dataclass(frozen=True)
@@ -166,6 +196,8 @@ def from_hf_state_dict(
         if theirs not in hf_sd:
             continue
         parts = _split_qkv(hf_sd[theirs], config.n_heads) if len(ours) == 3 else (hf_sd[theirs],)
+        if ours[0] in VOCAB_MATRICES:
+            parts = (_pad_rows(parts[0], config, theirs),)
         out.update({name: t.contiguous() for name, t in zip(ours, parts, strict=True)})
     if config.tie_embeddings:
         out["lm_head.weight"] = out["tok_embeddings.weight"]

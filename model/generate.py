@@ -57,14 +57,18 @@ def generate(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
+    vocab: int | None = None,
 ) -> torch.Tensor:
-    """Extend prompts idx (B, T) by up to max_new_tokens tokens; returns (B, T + n)."""
+    """Extend prompts idx (B, T) by up to max_new_tokens tokens; returns (B, T + n).
+
+    `vocab` limits the choice to the first `vocab` token ids (a tokenizer smaller than the
+    model's output, e.g. a foreign folder whose config counts padding rows)."""
     B, T = idx.shape
     max_len = min(model.config.max_seq_len, T + max_new_tokens)
     if T >= model.config.max_seq_len:
         raise ValueError(f"prompt of {T} tokens leaves no room below max_seq_len")
     cache = KVCache.for_model(model, batch_size=B, max_len=max_len)
-    logits = model(idx, cache=cache)[:, -1]  # (B, V)
+    logits = model(idx, cache=cache)[:, -1, :vocab]  # (B, V)
     out, done = [idx], torch.zeros(B, dtype=torch.bool, device=idx.device)
     n_new = max_len - T
     for i in range(n_new):
@@ -75,5 +79,5 @@ def generate(
         out.append(nxt[:, None])
         if i == n_new - 1 or bool(done.all()):
             break
-        logits = model(nxt[:, None], cache=cache)[:, -1]  # (B, V)
+        logits = model(nxt[:, None], cache=cache)[:, -1, :vocab]  # (B, V)
     return torch.cat(out, dim=1)

@@ -22,6 +22,13 @@ the shared experts' `w2` are output projections; each stacked tensor is one draw
 E * d * d_ff numbers. The routing bias buffer (balance="bias") starts at zero
 (`GPT.init_weights`).
 
+The padding rows of the embedding and lm_head (`padded_vocab_size - vocab_size` of
+them) are drawn like the rest, then zeroed: no token id reaches them, the model slices
+its logits to the real vocabulary, so their gradients are zero and they stay zero
+through training (AdamW moves nothing with a zero gradient; weight decay keeps zero).
+A published revision leaves them out (`checkpoints/hf.py`) and a load pads zeros back,
+so a loaded revision equals the trained model bitwise.
+
 Parameters are visited in `named_parameters()` order with one generator, so a seed
 gives the same weights whatever the global RNG and however the model was built
 (directly or on the meta device). Llama models without biases draw exactly the
@@ -62,6 +69,9 @@ def init_scheme(config: ModelConfig) -> InitScheme:
     return InitScheme(std, std / math.sqrt(2 * n_layers), False)
 
 
+VOCAB_MATRICES = ("tok_embeddings.weight", "lm_head.weight")
+
+
 @torch.no_grad()
 def init_parameters(
     model: nn.Module, config: ModelConfig, generator: torch.Generator | None = None
@@ -77,6 +87,8 @@ def init_parameters(
         else:
             std = scheme.out_std if name.endswith(OUTPUT_PROJECTIONS) else scheme.std
             _normal(p, std, scheme.truncated, generator)
+            if name in VOCAB_MATRICES:  # drawn, then zeroed: the same draws for the rest
+                p[config.vocab_size :].zero_()  # the padding rows, never trained
 
 
 def _normal(p: torch.Tensor, std: float, truncated: bool, gen: torch.Generator | None) -> None:

@@ -2,28 +2,29 @@
 
 A run is described by eight sections, `[run] [model] [data] [train] [optim]
 [checkpoint] [publish] [log]`. Each section is a dataclass whose fields carry their
-defaults and documentation; `__post_init__` validates values. The `[model]` section is
+defaults, bounds and documentation (the typed-config base, `model/typed.py`, validates
+them on creation). The `[model]` section is
 special: `preset` names a `ModelConfig` preset and every other key overrides one of
 that preset's fields.
 
 Loading never evaluates anything: TOML is parsed by `tomllib` and `section.key=value`
 overrides are parsed as TOML values (falling back to a bare string). Unknown sections,
 unknown keys and wrongly typed values fail with a one-line `ConfigError` naming the key
-and the closest valid one. `dump_toml` writes the fully resolved config (every default
-spelled out) so `runs/<name>/config.toml` reproduces the run.
+and the closest valid one. `dump_toml` writes the fully resolved config with `tomli_w`
+(every default spelled out) so `runs/<name>/config.toml` reproduces the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import sys
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from strata.model import ModelConfig
+from strata.model.typed import closest, unknown_key
 from strata.run.sections import (
     CheckpointConfig,
     ConfigError,
@@ -33,7 +34,6 @@ from strata.run.sections import (
     PublishConfig,
     RunConfig,
     TrainConfig,
-    _check,
 )
 
 if sys.version_info >= (3, 11):
@@ -89,75 +89,25 @@ class Config:
         return Path(self.run.out_dir) / self.run.name
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {"run": dataclasses.asdict(self.run)}
+        out: dict[str, dict[str, Any]] = {"run": self.run.to_dict()}
         out["model"] = {"preset": self.model_preset, **self.model.to_dict()}
         for name in ("data", "train", "optim", "checkpoint", "publish", "log"):
-            out[name] = dataclasses.asdict(getattr(self, name))
+            out[name] = getattr(self, name).to_dict()
         return out
 
 
-def _closest(name: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-    hint = f"did you mean '{match[0]}'? " if match else ""
-    return f"{hint}valid: {', '.join(valid)}"
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check `value` against the field type `hint`; ints are accepted for floats."""
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
-    elif typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        ok = isinstance(value, list)
-        value = [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)] if ok else value
-    else:
-        ok = True
-    if not ok:
-        name = getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"{key} = {value!r}: expected a value of type {name}")
-    return value
-
-
-# Keys that are Python keywords, spelled as such in TOML: `checkpoint.async`, `publish.async`.
-ALIASES = {("checkpoint", "async"): "async_save", ("publish", "async"): "async_write"}
-
-
-def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        key = ALIASES.get((name, key), key)
-        if key not in hints:
-            raise ConfigError(f"unknown key '{name}.{key}'; {_closest(key, list(hints))}")
-        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
-    return cls(**kwargs)
-
-
 def _build_model(values: dict[str, Any]) -> tuple[str, ModelConfig]:
+    """`[model]`: `preset` names a ModelConfig preset, every other key overrides a field."""
     values = dict(values)
     preset = values.pop("preset", "quickstart")
-    _check(isinstance(preset, str), "model.preset", "a preset name", preset)
-    if preset not in ModelConfig.presets():
-        raise ConfigError(
-            f"model.preset = {preset!r}: unknown preset; {_closest(preset, ModelConfig.presets())}"
-        )
-    hints = typing.get_type_hints(ModelConfig)
+    if not isinstance(preset, str) or preset not in ModelConfig.presets():
+        hint = closest(str(preset), ModelConfig.presets())
+        raise ConfigError(f"model.preset = {preset!r}: expected a preset; {hint}")
     fields = [f.name for f in dataclasses.fields(ModelConfig)]
-    for key, value in values.items():
+    for key in values:
         if key not in fields:
-            raise ConfigError(f"unknown key 'model.{key}'; {_closest(key, ['preset', *fields])}")
-        values[key] = _coerce(f"model.{key}", value, hints[key])
-    try:
-        return preset, ModelConfig.from_preset(preset, **values)
-    except ValueError as err:
-        raise ConfigError(f"[model] {err}") from None
+            raise unknown_key(f"model.{key}", key, ["preset", *fields])
+    return preset, ModelConfig.from_preset(preset, **values)
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -165,13 +115,10 @@ def from_dict(raw: dict[str, Any]) -> Config:
     valid = ["model", *SECTIONS]
     for name, values in raw.items():
         if name not in valid:
-            raise ConfigError(f"unknown section '[{name}]'; {_closest(name, valid)}")
+            raise ConfigError(f"unknown section '[{name}]'; {closest(name, valid)}")
         if not isinstance(values, dict):
             raise ConfigError(f"'{name}' must be a section ([{name}]), got {values!r}")
-    try:
-        sections = {n: _build_section(n, c, raw.get(n, {})) for n, c in SECTIONS.items()}
-    except TypeError as err:  # a dataclass rejected its arguments
-        raise ConfigError(str(err)) from None
+    sections = {n: c.from_dict(raw.get(n, {})) for n, c in SECTIONS.items()}
     preset, model = _build_model(raw.get("model", {}))
     keys = frozenset(raw.get("model", {})) - {"preset"}
     cfg = Config(model_preset=preset, model=model, model_keys=keys, **sections)
@@ -218,37 +165,15 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return from_dict(raw)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with None left out at every depth (TOML has no null)."""
+    return {
+        k: _without_none(v) if isinstance(v, dict) else v
+        for k, v in values.items()
+        if v is not None
+    }
 
 
 def dump_toml(cfg: Config) -> str:
-    """The fully resolved config as TOML text (every default written out)."""
-    lines: list[str] = []
-    for section, values in cfg.to_dict().items():
-        lines += _toml_table(section, values)
-    return "\n".join(lines)
-
-
-def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
-    """`[name]` with its values, then its sub-tables (`[model.moe]`); None is left out."""
-    lines = [f"[{name}]"]
-    lines += [
-        f"{k} = {_toml_value(v)}"
-        for k, v in values.items()
-        if v is not None and not isinstance(v, dict)
-    ]
-    lines.append("")
-    for k, v in values.items():
-        if isinstance(v, dict):
-            lines += _toml_table(f"{name}.{k}", v)
-    return lines
+    """The fully resolved config as TOML text (every default written out; None left out)."""
+    return tomli_w.dumps(_without_none(cfg.to_dict()))

@@ -3,7 +3,9 @@
 Definitions (docs/study.md repeats them):
 - `val_loss` = mean cross-entropy, in nats, over every predicted token of the fixed
   validation windows (the targets `window[1:]`), EOS targets included, computed in
-  float32 from the logits over the real vocabulary.
+  float32 from the logits over the dataset's vocabulary (its `index.json` `vocab_size`),
+  for every revision: a folder whose config declares padded outputs (a foreign or older
+  export) is scored over the same tokens as a Strata revision of the same weights.
 - `val_bpb` = (sum of those cross-entropies in nats) / (ln 2 * B), where B is the number
   of UTF-8 bytes the predicted tokens stand for (tokenizer/tokbytes.py: exact per token; special
   tokens such as EOS are 0 bytes, so their loss is charged to the text's bytes, as when
@@ -32,16 +34,17 @@ def autocast(device: torch.device):
 
 @torch.no_grad()
 def token_losses(
-    model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, batch_size: int
+    model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, batch_size: int, vocab: int
 ) -> np.ndarray:
-    """(N, T) float64 cross-entropy in nats of each target token."""
+    """(N, T) float64 cross-entropy in nats of each target token, over the first `vocab`
+    outputs (the dataset's vocabulary, whatever the revision's config says)."""
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(inputs), batch_size):
         x = torch.from_numpy(inputs[start : start + batch_size]).to(device)
         y = torch.from_numpy(targets[start : start + batch_size]).to(device)
         with autocast(device):
-            logits = model(x)  # (B, T, V)
+            logits = model(x)[..., :vocab]  # (B, T, V)
         ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
         out.append(ce.view_as(y).double().cpu().numpy())
     return np.concatenate(out)
@@ -79,5 +82,8 @@ def summarise(ce: np.ndarray, data: EvalSet) -> tuple[dict, list[dict]]:
     return row, sources
 
 
-def evaluate(model: torch.nn.Module, data: EvalSet, batch_size: int) -> tuple[dict, list[dict]]:
-    return summarise(token_losses(model, data.inputs, data.targets, batch_size), data)
+def evaluate(
+    model: torch.nn.Module, data: EvalSet, batch_size: int, vocab: int
+) -> tuple[dict, list[dict]]:
+    """(val columns, per-source rows) of `model` on `data`, scored over `vocab` outputs."""
+    return summarise(token_losses(model, data.inputs, data.targets, batch_size, vocab), data)

@@ -21,14 +21,15 @@ from strata.study.evaluate import autocast
 
 
 @torch.no_grad()
-def greedy(model: torch.nn.Module, prefixes: np.ndarray, length: int, batch_size: int):
-    """(S, length) int64: greedy continuations of `prefixes` (S, P)."""
+def greedy(model: torch.nn.Module, prefixes: np.ndarray, length: int, batch_size: int, vocab: int):
+    """(S, length) int64: greedy continuations of `prefixes` (S, P), the argmax taken over
+    the first `vocab` outputs (the dataset's vocabulary)."""
     device = next(model.parameters()).device
     out = [np.zeros((0, length), dtype=np.int64)]
     for start in range(0, len(prefixes), batch_size):
         idx = torch.from_numpy(prefixes[start : start + batch_size]).to(device)
         with autocast(device):
-            full = generate(model, idx, length, temperature=0.0)
+            full = generate(model, idx, length, temperature=0.0, vocab=vocab)
         out.append(full[:, idx.size(1) :].cpu().numpy())
     return np.concatenate(out)
 
@@ -60,9 +61,10 @@ def score(
     return row, detail
 
 
-def memorisation(model, sample, prefix: int, batch_size: int, step: int) -> tuple[dict, dict]:
+def memorisation(
+    model, sample, prefix: int, batch_size: int, step: int, vocab: int
+) -> tuple[dict, dict]:
     """Run the test on `sample` (sample.MemSample) at revision `step`."""
-    generated = greedy(
-        model, sample.tokens[:, :prefix], sample.tokens.shape[1] - prefix, batch_size
-    )
+    length = sample.tokens.shape[1] - prefix
+    generated = greedy(model, sample.tokens[:, :prefix], length, batch_size, vocab)
     return score(generated, sample.tokens[:, prefix:], sample.first_step, step)

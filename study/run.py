@@ -51,9 +51,10 @@ def evaluate_revision(
     prev: dict[str, torch.Tensor] | None,
 ) -> dict[str, Any]:
     """Everything measured on one revision (`params`: its weights on the CPU): the record."""
-    row, sources = evaluate(model, plan.evalset, settings.batch_size)
+    vocab = plan.index["vocab_size"]  # the dataset's vocabulary, for every revision
+    row, sources = evaluate(model, plan.evalset, settings.batch_size, vocab)
     mem_row, detail = memorisation(
-        model, plan.mem, settings.mem_prefix, settings.batch_size, rev.step
+        model, plan.mem, settings.mem_prefix, settings.batch_size, rev.step, vocab
     )
     first = plan.mem.first_step
     return {
@@ -127,24 +128,17 @@ def study(
     out: str | Path | None = None,
     data: str | Path | None = None,
     *,
-    seq_len: int | None = None,
-    eval_windows: int = 64,
-    mem_samples: int = 64,
-    mem_prefix: int = 32,
-    mem_length: int = 32,
-    mem_seed: int = 0,
-    batch_size: int = 16,
-    source_depth: int = 1,
-    device: str = "auto",
+    settings: StudySettings | None = None,
     force: bool = False,
     quiet: bool = False,
+    **knobs: Any,
 ) -> Path:
-    """Study every revision under `run_or_dir`; returns the path of `report.html`."""
+    """Study every revision under `run_or_dir`; returns the path of `report.html`.
+
+    What is measured is `settings` (a `StudySettings`; default: its defaults), with any
+    of its fields given as keywords replacing the value there (`eval_windows=8`)."""
     start = time.perf_counter()
-    settings = StudySettings(
-        eval_windows, seq_len, mem_samples, mem_prefix, mem_length, mem_seed, batch_size,
-        source_depth, device,
-    )  # fmt: skip
+    settings = StudySettings.from_dict({**(settings or StudySettings()).to_dict(), **knobs})
     target = discover(run_or_dir)
     plan = make_plan(target, data, settings)
     out = Path(out) if out is not None else target.default_out
@@ -166,7 +160,7 @@ def study(
     seconds = time.perf_counter() - start
     write_json_atomic(out / "study.json", {
         "source": str(target.source), "dataset": str(plan.dataset),
-        "settings": vars(settings) | {"data_key": plan.key},
+        "settings": settings.to_dict() | {"data_key": plan.key},
         "revisions": [r.name for r in target.revisions], "evaluated": evaluated,
         "cached": [r.name for r in target.revisions if r.name not in evaluated],
         "figures": [f.name for f in pictures], "seconds": round(seconds, 3),

@@ -7,6 +7,8 @@ Design choices:
 - Where and how loudly to run (`out`, `force`, `quiet`) are not settings: they never
   change a number. The device is, because bf16 on CUDA and fp32 on CPU differ in the
   last digits.
+- The fields are typed settings (`model/typed.py`): bounds on the fields, errors named
+  after the command-line option (`--eval-windows = 0: expected a positive integer`).
 - `STUDY_VERSION` is bumped whenever a definition changes, which invalidates caches.
 """
 
@@ -18,42 +20,45 @@ import json
 from dataclasses import dataclass
 
 import torch
+from strata.model.typed import Typed, setting
 
-STUDY_VERSION = 1
+STUDY_VERSION = 2  # 2: every revision scored over the dataset's vocabulary
 
 
 @dataclass(frozen=True)
-class StudySettings:
-    """The knobs of `strata study` (see docs/study.md for each one)."""
+class StudySettings(Typed):
+    """The knobs of `strata study` (see docs/study.md for each one); each field is also
+    a command-line option (`eval_windows` -> `--eval-windows`, strata/cli/study.py)."""
 
-    eval_windows: int = 64
+    eval_windows: int = setting(64, gt=0)
     """Validation windows evaluated per revision (evenly spaced over the val split)."""
-    seq_len: int | None = None
+    seq_len: int | None = setting(None, gt=0)
     """Validation window length; None: the run's training seq_len."""
-    mem_samples: int = 64
+    mem_samples: int = setting(64, ge=0)
     """Training sequences tested for memorisation."""
-    mem_prefix: int = 32
+    mem_prefix: int = setting(32, gt=0)
     """Prompt tokens of each memorisation sequence."""
-    mem_length: int = 32
+    mem_length: int = setting(32, gt=0)
     """Greedy continuation tokens that must match the corpus exactly."""
-    mem_seed: int = 0
+    mem_seed: int = setting(0, ge=0)
     """Seed of the memorisation sample."""
-    batch_size: int = 16
+    batch_size: int = setting(16, gt=0)
     """Sequences per forward pass (evaluation and generation)."""
-    source_depth: int = 1
+    source_depth: int = setting(1, gt=0)
     """Path components of a document's source that name its group in sources.csv."""
     device: str = "auto"
-    """auto, cpu or cuda."""
+    """auto, cpu, cuda or cuda:N."""
 
-    def __post_init__(self) -> None:
-        for name in ("eval_windows", "mem_prefix", "mem_length", "batch_size", "source_depth"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("mem_samples", self.mem_samples, 0)
-        _check_int("mem_seed", self.mem_seed, 0)
-        if self.seq_len is not None:
-            _check_int("seq_len", self.seq_len, 1)
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+    @classmethod
+    def spell(cls, name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def check(self) -> None:
+        dev = self.device
+        if dev not in ("auto", "cpu", "cuda") and not (
+            dev.startswith("cuda:") and dev[5:].isdigit()
+        ):
+            self.fail("device", "auto, cpu, cuda or cuda:N")
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -68,8 +73,3 @@ class StudySettings:
         values = dataclasses.asdict(self) | {"device": self.torch_device().type}
         blob = json.dumps({"v": STUDY_VERSION, **values, **extra}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

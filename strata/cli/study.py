@@ -3,17 +3,40 @@
     strata study runs/quickstart                     -> runs/quickstart/study/report.html
     strata study hf_revisions/ --data runs/_data/stdlib/shards --seq-len 256
 
-Every option maps one-to-one onto a keyword of `study()`; docs/study.md describes
-them. Errors surface as ValueError / FileNotFoundError, which `strata.cli.main` turns into
+The measuring options (`--eval-windows`, `--mem-samples`, ...) are generated from the
+fields of `StudySettings`: one option per field, its type, default, bounds and help
+taken from the field, so the defaults live in one place. docs/study.md describes them.
+Errors surface as ValueError / FileNotFoundError, which `strata.cli.main` turns into
 one `strata: error: ...` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+
+from strata.model.typed import field_docs, optional_of, type_hints
+
+
+def add_settings(p: argparse.ArgumentParser, cls: type) -> None:
+    """One `--name-with-dashes` option per field of the typed settings class `cls`."""
+    hints, docs = type_hints(cls), field_docs(cls)
+    for f in dataclasses.fields(cls):
+        kind, _ = optional_of(hints[f.name])
+        p.add_argument(
+            cls.spell(f.name),
+            dest=f.name,
+            type=kind,
+            default=f.default,
+            choices=f.metadata.get("choices"),
+            metavar="N" if kind is int else f.name.upper(),
+            help=f"{docs[f.name]} (default: %(default)s)",
+        )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from strata.study.settings import StudySettings
+
     p = sub.add_parser(
         "study", help="evaluate every published revision; write CSV, plots and an HTML report"
     )
@@ -24,27 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", metavar="DIR", default=None, help="prepared dataset (default: the run's)"
     )
-    p.add_argument(
-        "--seq-len", metavar="N", type=int, default=None, help="validation window length"
-    )
-    p.add_argument("--eval-windows", metavar="N", type=int, default=64, help="validation windows")
-    p.add_argument(
-        "--mem-samples", metavar="N", type=int, default=64, help="memorisation sequences"
-    )
-    p.add_argument(
-        "--mem-prefix", metavar="N", type=int, default=32, help="prompt tokens per sequence"
-    )
-    p.add_argument("--mem-length", metavar="N", type=int, default=32, help="tokens that must match")
-    p.add_argument(
-        "--mem-seed", metavar="N", type=int, default=0, help="seed of the memorisation sample"
-    )
-    p.add_argument(
-        "--batch-size", metavar="N", type=int, default=16, help="sequences per forward pass"
-    )
-    p.add_argument(
-        "--source-depth", metavar="N", type=int, default=1, help="path components per source"
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_settings(p, StudySettings)
     p.add_argument("--force", action="store_true", help="ignore the cache; evaluate all")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=cmd_study)
@@ -52,20 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_study(args: argparse.Namespace) -> None:
     from strata.study import study
+    from strata.study.settings import StudySettings
 
-    study(  # prints its summary line unless --quiet
-        args.run,
-        out=args.out,
-        data=args.data,
-        seq_len=args.seq_len,
-        eval_windows=args.eval_windows,
-        mem_samples=args.mem_samples,
-        mem_prefix=args.mem_prefix,
-        mem_length=args.mem_length,
-        mem_seed=args.mem_seed,
-        batch_size=args.batch_size,
-        source_depth=args.source_depth,
-        device=args.device,
-        force=args.force,
-        quiet=args.quiet,
-    )
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudySettings)}
+    # prints its summary line unless --quiet
+    study(args.run, out=args.out, data=args.data, settings=StudySettings(**values),
+          force=args.force, quiet=args.quiet)  # fmt: skip

@@ -38,6 +38,8 @@ def original(name: str) -> GPT:
     with torch.no_grad():
         for tensor in model.state_dict().values():  # norms, biases, expert_bias too
             tensor.add_(torch.rand(tensor.shape, generator=g, dtype=tensor.dtype) * 0.1)
+        for matrix in (model.tok_embeddings.weight, model.lm_head.weight):
+            matrix[TINY["vocab_size"] :] = 0  # padding rows: zero, as training keeps them
     return model.eval()
 
 

@@ -13,7 +13,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 def build(tie: bool) -> GPT:
-    # vocab 500 is padded to 512, so the export also covers the padding rows.
+    # vocab 500 is padded to 512: the export leaves the 12 padding rows out.
     model = GPT(ModelConfig.from_preset("debug", vocab_size=500, tie_embeddings=tie))
     model.init_weights(seed=0)
     with torch.no_grad():  # non-trivial norm gains, so a swapped norm would show
@@ -39,7 +39,7 @@ def assert_same_logits(ours: GPT, hf, vocab_size: int) -> None:
 def test_export_loads_into_llama_with_same_logits(tie):
     model = build(tie)
     cfg = hf_config(model.config, bos_id=1, eos_id=2)
-    assert cfg["vocab_size"] == 512 and cfg["tie_word_embeddings"] == tie
+    assert cfg["vocab_size"] == 500 and cfg["tie_word_embeddings"] == tie  # not the padded 512
     hf_sd = to_hf_state_dict(model.state_dict(), model.config)
     assert ("lm_head.weight" in hf_sd) == (not tie)
     assert all(t.is_contiguous() for t in hf_sd.values())
@@ -92,7 +92,8 @@ def test_config_round_trip():
     config = ModelConfig.from_preset("debug", vocab_size=500, rope_theta=500000.0, norm_eps=1e-6)
     cfg = hf_config(config, bos_id=1, eos_id=2)
     assert config_from_hf(cfg, vocab_size=500) == config
-    assert config_from_hf(cfg).vocab_size == 512
+    assert config_from_hf(cfg) == config  # the real vocabulary, padded as Strata pads
+    assert config_from_hf({**cfg, "vocab_size": 512}, vocab_size=500) == config  # older, padded
     # The dict transformers itself writes (5.x: rope_parameters, no top-level rope_theta).
     saved = transformers.LlamaConfig(**cfg).to_dict()
     assert config_from_hf(saved, vocab_size=500) == config
@@ -108,10 +109,19 @@ def test_config_from_hf_rejects_unsupported():
         config_from_hf(cfg, vocab_size=300)
 
 
-def test_odd_hf_vocab_is_not_padded():
+def test_odd_hf_vocab_is_padded_with_zero_rows():
     cfg = hf_config(ModelConfig.from_preset("debug"), bos_id=1, eos_id=2)
     config = config_from_hf({**cfg, "vocab_size": 501})
-    assert config.vocab_size == config.padded_vocab_size == 501
+    assert (config.vocab_size, config.padded_vocab_size) == (501, 512)
+    model = GPT(config)
+    model.init_weights(seed=0)  # padding rows start (and stay) zero
+    assert not model.lm_head.weight[501:].any() and model.lm_head.weight[:501].any()
+    hf_sd = to_hf_state_dict(model.state_dict(), config)
+    assert hf_sd["lm_head.weight"].shape[0] == hf_sd["model.embed_tokens.weight"].shape[0] == 501
+    back = from_hf_state_dict(hf_sd, config)  # padded back with zero rows: the same model
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="has 500 rows, expected the vocabulary size 501"):
+        from_hf_state_dict({**hf_sd, "lm_head.weight": hf_sd["lm_head.weight"][:500]}, config)
 
 
 def test_missing_weight_is_reported():

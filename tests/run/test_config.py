@@ -38,7 +38,7 @@ def test_int_accepted_for_float(tmp_path):
         ("train.max_steps=1.5", "train.max_steps = 1.5: expected a value of type int"),
         ("train.max_steps=0", "train.max_steps = 0: expected a positive integer"),
         ("log.wandb_mode=sometimes", "log.wandb_mode = 'sometimes'"),
-        ("model.preset=gpt9", "model.preset = 'gpt9': unknown preset"),
+        ("model.preset=gpt9", "model.preset = 'gpt9': expected a preset; valid: "),
         ("train.seq_len=100000", "expected at most model.max_seq_len"),
         ("train.micro_batch_size=5", "train.global_batch_size = 16: expected a multiple of"),
         ("noequals", "expected section.key=value"),

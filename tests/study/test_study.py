@@ -10,6 +10,7 @@ import shutil
 import matplotlib.image
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from strata.checkpoints.export import export_hf
 from strata.checkpoints.load import load, read_metadata
 from strata.checkpoints.publish import publish_revision
@@ -168,9 +169,48 @@ def test_hugging_face_folders(tiny_run, studied, tiny_dataset, tmp_path):
     assert [r["step"] for r in rows] == ["0", "4", "12"] and rows[0]["tokens"] == ""
     assert rows[0]["n_seen"] == "" and math.isfinite(float(rows[-1]["mem_all"]))
     assert all(math.isfinite(float(r["val_bpb"])) for r in rows)
+    for row in rows:  # same weights, same windows: the same numbers without strata.json
+        for key in ("val_loss", "val_bpb"):  # (the memorisation sample differs: no order)
+            assert row[key] == ours[row["step"]][key], key
     (hf / "step4" / "tokenizer.json").write_text("{}")
     with pytest.raises(ValueError, match="step4: tokenizer sha256"):
         study(hf, data=tiny_dataset, seq_len=32, out=tmp_path / "o", **SMALL)
+
+
+def pad_vocabulary(folder, padded: int) -> None:
+    """Make an exported folder look like a padded foreign one (Pythia's 50304 outputs for
+    50277 tokens): config.json counts `padded` outputs, the extra rows are large."""
+    config = json.loads((folder / "config.json").read_text())
+    vocab, config["vocab_size"] = config["vocab_size"], padded
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = load_file(folder / "model.safetensors")
+    for name, w in weights.items():
+        if w.shape[0] == vocab and name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            extra = torch.full((padded - vocab, *w.shape[1:]), 0.5, dtype=w.dtype)
+            weights[name] = torch.cat([w, extra])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_foreign_padded_outputs_are_scored_over_the_dataset_vocabulary(
+    tiny_run, studied, tiny_dataset, tmp_path
+):
+    hf = tmp_path / "hf"
+    for step in (4, 12):
+        export_hf(tiny_run / "checkpoints" / f"step{step}", hf / f"step{step}")
+        (hf / f"step{step}" / "strata.json").unlink()
+    plain = read_csv(study(hf, out=tmp_path / "a", data=tiny_dataset, seq_len=32, **SMALL)
+                     .parent / "metrics.csv")  # fmt: skip
+    for step in (4, 12):
+        pad_vocabulary(hf / f"step{step}", 448)
+    assert load(hf / "step12").lm_head.weight.shape[0] == 448  # the padding rows are there
+    report = study(hf, out=tmp_path / "b", data=tiny_dataset, seq_len=32, **SMALL)
+    padded = read_csv(report.parent / "metrics.csv")
+    ours = {r["step"]: r for r in read_csv(studied.parent / "metrics.csv")}
+    assert len(padded) == len(plain) == 2
+    for row, before in zip(padded, plain, strict=True):
+        for key in ("val_loss", "val_bpb", "mem_all", "mem_acc_all"):
+            assert row[key] == before[key], (row["step"], key)
+        assert row["val_loss"] == ours[row["step"]]["val_loss"]
 
 
 def test_bad_inputs_are_clear_errors(tiny_run, tmp_path):
@@ -186,7 +226,7 @@ def test_bad_inputs_are_clear_errors(tiny_run, tmp_path):
         study(tiny_run / "checkpoints" / "step4")
     with pytest.raises(FileNotFoundError, match="index.json"):
         study(tiny_run, data=tmp_path / "empty", **SMALL)
-    with pytest.raises(ValueError, match="eval_windows must be an integer >= 1"):
+    with pytest.raises(ValueError, match="--eval-windows = 0: expected a positive integer"):
         study(tiny_run, eval_windows=0)
     with pytest.raises(ValueError, match="exceeds max_seq_len"):
         study(tiny_run, out=tmp_path / "o", mem_prefix=200, mem_length=100, **SMALL)

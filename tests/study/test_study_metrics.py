@@ -63,7 +63,7 @@ def test_uniform_model_bpb_by_hand(tiny_dataset):
     val = TokenShards(tiny_dataset, "val")
     table = text_byte_counts(Tokenizer.load(tiny_dataset / "tokenizer"))
     data = eval_set(val, 32, 5, table, 1)
-    row, sources = evaluate(model, data, batch_size=2)
+    row, sources = evaluate(model, data, batch_size=2, vocab=vocab)
     tok = Tokenizer.load(tiny_dataset / "tokenizer")
     text = [t for t in data.targets.ravel().tolist() if t != tok.eos_id]
     nbytes = len(tok.decode(text).encode("utf-8"))  # the bytes, by decoding
