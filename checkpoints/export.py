@@ -135,7 +135,7 @@ def export_hf(src: str | Path, out: str | Path) -> Path:
         raise FileNotFoundError(f"{src}: no such checkpoint folder")
     meta = read_metadata(src)
     if meta is not None:
-        keep = ("step", "tokens", "train_loss", "val_loss", "data", "run")
+        keep = ("step", "tokens", "last_batch_loss", "val_loss", "data", "run")
         info = {k: v for k, v in meta.to_dict().items() if k in keep}
         info["exported_from"] = str(src)
         model, tokenizer = load(src, verify=True), _tokenizer_in(src)

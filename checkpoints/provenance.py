@@ -9,17 +9,24 @@ Design choices:
 - The dataset is found by the run layer's one rule (`strata.run.dataset`: the working
   directory, then the folder the run was launched from); `dataset=` overrides. A
   dataset whose fingerprint or tokenizer differs from the run's is refused.
-- A window "overlaps" a document when any of its `seq_len + 1` tokens lies in the
-  document's span (its tokens plus the EOS that follows it).
+- One rule for `--find` and `--doc`: the positions window i trained on are all its
+  `seq_len + 1` tokens, `[i * seq_len, (i + 1) * seq_len]`, its inputs and its targets
+  (the last one is only predicted, but the model was trained to predict it). A window
+  "overlaps" a document when one of those tokens lies in the document's span (its
+  tokens plus the EOS that follows it).
 - Text is searched at byte level: every token's bytes (`tokenizer.tokbytes`: byte-level
   BPE alphabet, or pieces with byte fallback) are laid end to end, so an occurrence is
   found whatever tokens the text was split into in context. The table is checked
   against `Tokenizer.decode` first; if it disagrees, the token ids of
   `encode(TEXT)` are searched instead (method "tokens"). The stream is scanned in
   chunks that overlap by the needle's length, so matches across chunks are found once.
-- An occurrence "was trained on" in window i when all its tokens lie within window
-  i's input tokens `[i * seq_len, (i + 1) * seq_len)`; the input ranges partition the
-  stream, so each occurrence has at most one window.
+- An occurrence "was trained on" in window i when all its tokens lie within those
+  positions. Neighbouring windows share one token, so an occurrence lies in at most
+  two windows (two only when it is that one shared token).
+- Special tokens (the EOS ending every document) stand for no text: a query is matched
+  as text, so a literal `<|endoftext|>` in it matches those characters in a document
+  (as prepare encoded them), never the EOS token; and a match may not span an EOS (it
+  would join two documents).
 - Windows map to steps by inverting each epoch's permutation once (numpy), never by
   looping over steps. Revision `stepM` has seen batches 0 .. M-1.
 """
@@ -214,8 +221,9 @@ def _scan(shards: TokenShards, overlap: int, find: Callable, chunk: int = 1 << 2
     return np.concatenate(firsts), np.concatenate(lasts)
 
 
-def _byte_finder(table: list[bytes], needle: bytes) -> Callable:
-    """find(ids) -> (first, last) token offsets of `needle` in the bytes of `ids`."""
+def _byte_finder(table: list[bytes], needle: bytes, eos_id: int | None) -> Callable:
+    """find(ids) -> (first, last) token offsets of `needle` in the bytes of `ids` (never
+    across an EOS token: that would join two documents)."""
     lengths = np.array([len(b) for b in table], dtype=np.int64)
     flat, offsets = np.frombuffer(b"".join(table), np.uint8), np.cumsum(lengths) - lengths
     q = np.frombuffer(needle, dtype=np.uint8)
@@ -224,7 +232,11 @@ def _byte_finder(table: list[bytes], needle: bytes) -> Callable:
         ends = np.cumsum(lengths[ids])  # byte end of each token
         shift = np.repeat(ends - lengths[ids] - offsets[ids], lengths[ids])
         at = _find_all(flat[np.arange(ends[-1]) - shift], q)  # byte offsets of matches
-        return np.searchsorted(ends, at, "right"), np.searchsorted(ends, at + len(q) - 1, "right")
+        first = np.searchsorted(ends, at, "right")
+        last = np.searchsorted(ends, at + len(q) - 1, "right")
+        eos = np.cumsum(ids == eos_id)  # EOS tokens up to each position
+        whole = eos[last] == eos[first]  # no EOS in (first, last]
+        return first[whole], last[whole]
 
     return find
 
@@ -239,7 +251,8 @@ def locate_text(shards: TokenShards, tok: Tokenizer, text: str) -> tuple:
     eos = np.flatnonzero(sample == shards.eos_id)  # whole documents: no split characters
     sample = sample[: eos[-1] + 1] if len(eos) else sample[:0]
     if min(map(len, table)) and all(_table_agrees(tok, table, x) for x in (query, sample.tolist())):
-        return (*_scan(shards, len(needle), _byte_finder(table, needle)), "bytes")
+        finder = _byte_finder(table, needle, shards.eos_id)
+        return (*_scan(shards, len(needle), finder), "bytes")
     q = np.asarray(query, dtype=np.int64)
 
     def find_ids(ids: np.ndarray) -> tuple:
@@ -271,20 +284,24 @@ def find_text(spec: RunSpec, shards: TokenShards, tok: Tokenizer, text: str) -> 
     """Where `text` occurs in the train stream and when those sequences were trained on."""
     first, last, method = locate_text(shards, tok, text)
     T, n = spec.seq_len, shards.n_windows(spec.seq_len)
-    window = first // T
-    inside = (last // T == window) & (window < n)
-    result = trained_on(spec, n, window[inside])
+    a = first // T  # the window starting at or before the match
+    in_a = (last <= a * T + T) & (a < n)
+    in_b = (last == first) & (first % T == 0) & (a >= 1) & (a - 1 < n)  # the shared token
+    window = np.concatenate([a[in_a], a[in_b] - 1])
+    result = trained_on(spec, n, np.unique(window))
     positions: dict[int, list[int]] = {}
-    for w, p in zip(window[inside].tolist(), first[inside].tolist(), strict=True):
+    for w, p in zip(window.tolist(), np.concatenate([first[in_a], first[in_b]]).tolist(),
+                    strict=True):  # fmt: skip
         positions.setdefault(w, []).append(p)
     for hit in result["hits"]:
-        hit["positions"] = positions[hit["window"]]
+        hit["positions"] = sorted(positions[hit["window"]])
     query = {"text": text, "tokens": tok.encode(text), "method": method}
+    inside = in_a | in_b
     counts = {
         "occurrences": len(first),
         "in_one_window": int(inside.sum()),
-        "across_windows": int((~inside & (window < n)).sum()),
-        "after_last_window": int((window >= n).sum()),
+        "across_windows": int((~inside & (a < n)).sum()),
+        "after_last_window": int((~inside & (a >= n)).sum()),
     }
     return {"query": query, **counts, **result}
 

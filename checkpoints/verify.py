@@ -15,6 +15,8 @@ Design choices:
   `data.tokenizer_sha256`, `dataset_fingerprint`, `seed`, `seq_len`, `global_batch_size`,
   `n_windows` are the same in every revision and agree with the run's tokenizer and
   `config.toml` when those exist.
+- The publication schedule comes from `config.toml`, or, for a folder without one (a
+  copied `checkpoints/`), from the run config every `strata.json` records.
 - `.stepN.tmp` folders (a publication in progress or abandoned) and other entries that
   are not revisions are notes, not problems.
 """
@@ -31,6 +33,7 @@ from typing import Any
 from strata.checkpoints.schedule import publish_steps
 from strata.run import Manifest, RevisionMeta, locate
 from strata.run.config import Config
+from strata.run.config import from_dict as config_from_dict
 from strata.run.layout import MANIFEST, REVISION_META, TMP_REVISION, RunPaths, revision_step
 from strata.tokenizer.tok import Tokenizer
 
@@ -201,15 +204,20 @@ def _check_chain(metas: dict, known: dict[str, int], expect: dict, ckpt: Path, r
                 report.add(kind, path, f"data.{key} {got!r} but {where} has {value!r}")
 
 
-def check(path: str | Path, progress: bool | None = None) -> Report:
+def check(
+    path: str | Path, progress: bool | None = None, recompute: bool = False,
+    tolerance: float | None = None, device: str = "cpu",
+) -> Report:  # fmt: skip
     """Check every revision under `path` (a run folder or its checkpoints/ folder);
-    `progress`: a tqdm bar over the bytes hashed (default: when stderr is a terminal)."""
+    `progress`: tqdm bars (default: when stderr is a terminal). `recompute`: also
+    evaluate every revision's val_loss again (checkpoints/recompute.py)."""
+    progress = sys.stderr.isatty() if progress is None else progress
     run, ckpt = _locate(path)
     report, metas, weights = Report(), {}, {}
     folders = _scan_folders(ckpt, report)
     known = _check_manifest(ckpt, folders, report)
     bar = None
-    if sys.stderr.isatty() if progress is None else progress:
+    if progress:
         from tqdm import tqdm
 
         size = sum(f.stat().st_size for n in folders for f in (ckpt / n).iterdir() if f.is_file())
@@ -224,18 +232,50 @@ def check(path: str | Path, progress: bool | None = None) -> Report:
         if bar is not None:
             bar.close()
     first: dict[str, str] = {}
+    pairs = []  # (earlier, later) revisions holding the same weights
     for name in (n for n in sorted(weights, key=folders.get) if weights[n]):
         if (other := first.setdefault(weights[name], name)) != name:
-            report.add("identical-weights", ckpt / name, f"same weights as {other}")
+            pairs.append((other, name))
+            if not recompute:  # the recomputation names both, with the evidence
+                report.add("identical-weights", ckpt / name, f"same weights as {other}")
     try:
         cfg = run.read_config() if run is not None else None
     except ValueError as err:
         cfg = None
         report.add("bad-config", run.config, str(err).split(": ", 1)[-1])
-    if cfg is not None:
-        _check_schedule(cfg, known, ckpt, report)
+    schedule_cfg = cfg if cfg is not None else recorded_config(metas, report)
+    if schedule_cfg is not None:
+        _check_schedule(schedule_cfg, known, ckpt, report)
     _check_chain(metas, known, _expected_ledger(run, cfg, report), ckpt, report)
+    if recompute:
+        _recompute(ckpt, run, metas, pairs, report, (tolerance, device, progress))
     return report
+
+
+def _recompute(ckpt: Path, run, metas: dict, pairs: list, report: Report, how: tuple) -> None:
+    from strata.checkpoints import recompute as rc
+
+    tolerance, device, progress = how
+    order = sorted(metas, key=lambda n: (metas[n].step or 0, n))
+    root = run.root if run is not None else None
+    measured = rc.measure(ckpt, root, metas, order, report.add, device, tolerance, progress)
+    rc.check_falling(ckpt, [measured[n] for n in order], report.add)
+    for pair in pairs:
+        rc.judge_identical(ckpt, pair, measured, order, report.add)
+
+
+def recorded_config(metas: dict[str, RevisionMeta], report: Report) -> Config | None:
+    """The run config recorded in the newest `strata.json` that has one (every revision
+    keeps a copy), for a folder without `config.toml`: its publish settings give the
+    schedule. None when no revision records one."""
+    for name, meta in sorted(metas.items(), key=lambda kv: -(kv[1].step or 0)):
+        if meta.run:
+            try:
+                return config_from_dict(meta.run)
+            except ValueError as err:
+                report.add("bad-config", f"{name}/{REVISION_META}", f"run: {err}")
+                return None
+    return None
 
 
 def verify(path: str | Path) -> list[Problem]:

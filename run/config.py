@@ -110,6 +110,37 @@ def _build_model(values: dict[str, Any]) -> tuple[str, ModelConfig]:
     return preset, ModelConfig.from_preset(preset, **values)
 
 
+def _legacy_train(train: dict[str, Any]) -> dict[str, Any]:
+    """`[train]` with the older `eval_batches = N` read as `eval_windows = N x micro`."""
+    if "eval_batches" not in train:
+        return train
+    train = dict(train)
+    n, micro = (
+        train.pop("eval_batches"),
+        train.get("micro_batch_size", TrainConfig.micro_batch_size),
+    )
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(f"train.eval_batches = {n!r}: expected a positive integer")
+    if isinstance(micro, int) and not isinstance(micro, bool):
+        train.setdefault("eval_windows", n * micro)
+    return train
+
+
+def recorded_eval_windows(resolved: dict[str, Any] | None) -> int | None:
+    """The validation windows a run evaluated, from its resolved config as a dict (the
+    `run` of a strata.json, or config.toml): `train.eval_windows`, for older runs
+    `eval_batches x micro_batch_size`; None when it records neither."""
+    train = resolved.get("train") if isinstance(resolved, dict) else None
+    if not isinstance(train, dict):
+        return None
+    try:
+        count = _legacy_train(train).get("eval_windows")
+    except ConfigError:
+        return None
+    ok = isinstance(count, int) and not isinstance(count, bool) and count > 0
+    return count if ok else None
+
+
 def from_dict(raw: dict[str, Any]) -> Config:
     """Build a validated Config from nested dicts (parsed TOML with overrides applied)."""
     valid = ["model", *SECTIONS]
@@ -118,6 +149,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
             raise ConfigError(f"unknown section '[{name}]'; {closest(name, valid)}")
         if not isinstance(values, dict):
             raise ConfigError(f"'{name}' must be a section ([{name}]), got {values!r}")
+    raw = {**raw, "train": _legacy_train(raw.get("train", {}))}
     sections = {n: c.from_dict(raw.get(n, {})) for n, c in SECTIONS.items()}
     preset, model = _build_model(raw.get("model", {}))
     keys = frozenset(raw.get("model", {})) - {"preset"}

@@ -31,7 +31,7 @@ class ManifestEntry:
     revision: str
     step: int
     tokens: int | None = None
-    train_loss: float | None = None
+    last_batch_loss: float | None = None
     val_loss: float | None = None
 
     @classmethod
@@ -45,15 +45,19 @@ class ManifestEntry:
         step = raw.get("step")
         if step != revision_step(name) or isinstance(step, bool):
             raise _Bad("step-mismatch", f"entry {name!r} has step {step!r:.40}")
+        if "train_loss" in raw and "last_batch_loss" not in raw:  # the older name
+            raw = {k: v for k, v in raw.items() if k != "train_loss"} | {
+                "last_batch_loss": raw["train_loss"]
+            }
         values = {k: take(raw, k, t, where) for k, t in
-                  (("tokens", int), ("train_loss", float), ("val_loss", float))}  # fmt: skip
+                  (("tokens", int), ("last_batch_loss", float), ("val_loss", float))}  # fmt: skip
         return cls(name, step, **values)
 
     @classmethod
     def of(cls, meta: RevisionMeta) -> ManifestEntry:
         step = meta.step if meta.step is not None else -1
         return cls(meta.revision or revision_name(step), step, meta.tokens,
-                   meta.train_loss, meta.val_loss)  # fmt: skip
+                   meta.last_batch_loss, meta.val_loss)  # fmt: skip
 
 
 class _Bad(ValueError):

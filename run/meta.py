@@ -71,9 +71,9 @@ class DataCursor:
 
 _SCALARS: dict[str, type] = {
     "format_version": int, "revision": str, "step": int, "tokens": int,
-    "train_loss": float, "val_loss": float, "parent": str, "git_commit": str,
+    "last_batch_loss": float, "val_loss": float, "parent": str, "git_commit": str,
     "weights_format": str, "hf_incompatible": str, "exported_from": str,
-    "imported_from": str,
+    "imported_from": str, "eval_dtype": str,
 }  # fmt: skip
 _OBJECTS = ("model_config", "run", "moe_routing")
 
@@ -85,8 +85,11 @@ class RevisionMeta:
     step: int | None = None
     revision: str | None = None
     tokens: int | None = None
-    train_loss: float | None = None
+    last_batch_loss: float | None = None
     val_loss: float | None = None
+    eval_dtype: str | None = None
+    """The dtype val_loss was computed in ("fp32" or "bf16"): how close a recomputation
+    must come (`strata verify --recompute`)."""
     parent: str | None = None
     data: DataCursor | None = None
     run: dict[str, Any] | None = None
@@ -112,6 +115,10 @@ class RevisionMeta:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str | Path) -> RevisionMeta:
+        if "train_loss" in raw:  # the older name of last_batch_loss
+            old = raw["train_loss"]
+            raw = {k: v for k, v in raw.items() if k != "train_loss"}
+            raw.setdefault("last_batch_loss", old)
         values: dict[str, Any] = {k: take(raw, k, t, where) for k, t in _SCALARS.items()}
         values |= {k: take(raw, k, dict, where) for k in _OBJECTS}
         values["sha256"] = take_str_map(raw, "sha256", where)

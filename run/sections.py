@@ -72,8 +72,10 @@ class TrainConfig(Typed):
     """Clip the global gradient norm to this value (0 disables)."""
     eval_every: int = setting(100, ge=0)
     """Compute validation loss every this many steps (0 disables; publications always do)."""
-    eval_batches: int = setting(4, gt=0)
-    """Validation micro-batches per evaluation (fixed windows, the same every time)."""
+    eval_windows: int = setting(64, gt=0)
+    """Validation windows per evaluation: evenly spaced over the val split, the same every
+    time and for any micro-batch size or number of processes (the study's default too).
+    Older configs' `eval_batches = N` reads as N x micro_batch_size windows."""
     device: str = "auto"
     """`auto` (cuda if available, else cpu), `cpu`, `cuda`, or `cuda:N`."""
     dtype: str = setting("auto", choices=DTYPES)

@@ -7,7 +7,9 @@ Design choices:
   `launch.sh` trains), so a study works from the repository root or elsewhere.
 - Validation windows are the trainer's: window i of the val split is the `seq_len + 1`
   tokens from `i * seq_len`; `eval_windows` of them evenly spaced
-  (`tokenizer.order.validation_windows`), the same for every revision. Each predicted
+  (`tokenizer.order.validation_windows`), the same for every revision; by default as
+  many as the run evaluated (`train.eval_windows`), so with the run's seq_len they are
+  exactly the trainer's windows and `val_loss` matches `strata.json`. Each predicted
   token carries its UTF-8 byte count (`tokenizer.tokbytes.text_byte_counts`) and its
   source group (the document holding it, see `source_group`).
 - The data order (seed, global batch size, training seq_len) comes from the newest
@@ -30,10 +32,11 @@ import numpy as np
 from strata.checkpoints.files import sha256_file
 from strata.model import ModelConfig
 from strata.run import RevisionMeta
+from strata.run.config import recorded_eval_windows
 from strata.run.dataset import resolve_dataset as run_dataset
 from strata.study.discover import Target
 from strata.study.sample import MemSample, mem_sample
-from strata.study.settings import StudySettings
+from strata.study.settings import DEFAULT_EVAL_WINDOWS, StudySettings
 from strata.tokenizer import Tokenizer, text_byte_counts, validation_windows
 from strata.tokenizer.shards import TokenShards, load_index
 
@@ -126,12 +129,16 @@ def make_plan(target: Target, data: str | Path | None, settings: StudySettings) 
         raise ValueError(f"{target.source}: the run records no seq_len; pass --seq-len")
     table = text_byte_counts(Tokenizer.load(dataset / "tokenizer"))
     val = TokenShards(dataset, "val")
-    evalset = eval_set(val, seq_len, settings.eval_windows, table, settings.source_depth)
+    count = settings.eval_windows or recorded_eval_windows(target.run_config)
+    count = count or DEFAULT_EVAL_WINDOWS
+    evalset = eval_set(val, seq_len, count, table, settings.source_depth)
     train = TokenShards(dataset, "train")
     order = _order(target, train, train_seq)
     span = settings.mem_prefix + settings.mem_length
     mem = mem_sample(train, train_seq, span, settings.mem_samples, settings.mem_seed, order)
-    blob = (dataset / "index.json").read_bytes() + json.dumps([seq_len, train_seq, order]).encode()
+    blob = (dataset / "index.json").read_bytes() + json.dumps(
+        [seq_len, train_seq, order, count]
+    ).encode()
     key = hashlib.sha256(blob).hexdigest()
     return Plan(dataset, index, seq_len, evalset, mem, order is not None, key)
 

@@ -116,7 +116,7 @@ def _chart(name: str, caption: str, title: str, rows: list[dict], *panels: Panel
 
 
 def curves(rows: list[dict[str, Any]]) -> list[Figure]:
-    loss = [_line(rows, k) for k in ("val_loss", "train_loss") if _present(rows, k)]
+    loss = [_line(rows, k) for k in ("val_loss", "last_batch_loss") if _present(rows, k)]
     bpb = [_line(rows, "val_bpb")] if _present(rows, "val_bpb") else []
     loss_panels = [Panel(loss, "loss (nats per token)", "Cross-entropy")]
     loss_panels += [Panel(bpb, "bits per byte", "Validation bits per byte")] if bpb else []

@@ -31,8 +31,9 @@ SUMMARY = {
 EXPLAIN = {
     "loss": "Mean cross-entropy per predicted token (nats) on fixed validation windows, and "
     "bits per byte: the summed cross-entropy divided by ln 2 times the UTF-8 bytes those "
-    "tokens stand for, comparable across tokenizers. train_loss is the trainer's own "
-    "training loss at that step.",
+    "tokens stand for, comparable across tokenizers. last_batch_loss is the trainer's "
+    "loss on the batch that made the revision: step N-1's weights on batch N-1, before "
+    "the update to step N (so it lags the revision's own weights by one step).",
     "memorisation": "A training sequence is memorised when, prompted with its first tokens, "
     "greedy decoding reproduces the next tokens exactly (Pythia's definition). Seen "
     "sequences were in a batch the revision had trained on (from the data-order contract), "

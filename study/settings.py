@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from strata.model.typed import Typed, setting
 
+DEFAULT_EVAL_WINDOWS = 64  # a run that records no train.eval_windows
 STUDY_VERSION = 2  # 2: every revision scored over the dataset's vocabulary
 
 
@@ -30,8 +31,9 @@ class StudySettings(Typed):
     """The knobs of `strata study` (see docs/study.md for each one); each field is also
     a command-line option (`eval_windows` -> `--eval-windows`, strata/cli/study.py)."""
 
-    eval_windows: int = setting(64, gt=0)
-    """Validation windows evaluated per revision (evenly spaced over the val split)."""
+    eval_windows: int | None = setting(None, gt=0)
+    """Validation windows evaluated per revision (evenly spaced over the val split); None:
+    the run's train.eval_windows, so val_loss matches strata.json (64 when none is recorded)."""
     seq_len: int | None = setting(None, gt=0)
     """Validation window length; None: the run's training seq_len."""
     mem_samples: int = setting(64, ge=0)

@@ -36,7 +36,7 @@ FONT = {"title": 13, "label": 10.5, "tick": 9.5, "legend": 9.5}
 ZERO_GAP = 0.1  # fraction of the x axis (in log units) between the 0 slot and the log range
 COLORS = {
     # loss
-    "val_loss": "#1f77b4", "train_loss": "#9ecae1", "val_bpb": "#9467bd",
+    "val_loss": "#1f77b4", "last_batch_loss": "#9ecae1", "val_bpb": "#9467bd",
     # memorisation
     "mem_seen": "#d62728", "mem_unseen": "#2ca02c", "mem_all": "#7f7f7f",
     # parameter kinds (norm/<kind> and dnorm/<kind>)

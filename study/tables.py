@@ -6,8 +6,9 @@ Design choices:
   a value that does not exist (no previous revision, an empty group, a dense model) is
   an empty cell, never 0 or NaN.
 - `tokens` is the training tokens seen by the revision (`strata.json`), empty for a
-  folder that does not record it. `train_loss` is the trainer's loss at that step,
-  copied from `strata.json` for comparison.
+  folder that does not record it. `last_batch_loss` is the trainer's loss on the batch
+  that made revision N (step N-1's weights on batch N-1, measured before the update),
+  copied from `strata.json`; older files call it `train_loss`.
 - `sources.csv` is long: one row per (revision, source group), so any number of sources
   stays readable; `eval_tokens` / `eval_bytes` are the predicted tokens and their bytes
   from that source in the validation windows (not training tokens).
@@ -25,7 +26,7 @@ from strata.study.routing import moe_columns
 
 FIRST = [
     "revision", "step", "tokens", "val_loss", "val_bpb", "mem_seen", "mem_unseen", "n_seen",
-    "n_unseen", "mem_all", "mem_acc_seen", "mem_acc_unseen", "mem_acc_all", "train_loss",
+    "n_unseen", "mem_all", "mem_acc_seen", "mem_acc_unseen", "mem_acc_all", "last_batch_loss",
     "val_tokens", "val_bytes",
 ]  # fmt: skip
 SOURCE_COLUMNS = [
@@ -35,8 +36,8 @@ SOURCE_COLUMNS = [
 
 def metric_row(rev: Revision, record: dict[str, Any]) -> dict[str, Any]:
     head = {"revision": rev.name, "step": rev.step, "tokens": rev.tokens}
-    train_loss = {"train_loss": rev.meta.train_loss if rev.meta else None}
-    return head | record["row"] | train_loss | moe_columns(rev.meta)
+    last_batch_loss = {"last_batch_loss": rev.meta.last_batch_loss if rev.meta else None}
+    return head | record["row"] | last_batch_loss | moe_columns(rev.meta)
 
 
 def source_rows(rev: Revision, record: dict[str, Any]) -> list[dict[str, Any]]:

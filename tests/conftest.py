@@ -46,7 +46,7 @@ def tiny_overrides(dataset, out_dir, **extra) -> list[str]:
         "train.micro_batch_size": 2,
         "train.max_steps": 12,
         "train.eval_every": 6,
-        "train.eval_batches": 2,
+        "train.eval_windows": 4,
         "checkpoint.every": 4,
         "publish.every": 4,
         "log.every": 1,

@@ -84,7 +84,7 @@ def load_data(cfg: Config) -> RunData:
     )  # fmt: skip
     val = TokenShards(dataset, "val", verify=cfg.data.verify)
     val_batches = (
-        validation_batches(val, t.seq_len, t.micro_batch_size, t.eval_batches)
+        validation_batches(val, t.seq_len, t.micro_batch_size, t.eval_windows)
         if val.n_tokens > t.seq_len
         else []
     )
@@ -133,4 +133,4 @@ def resume(
     state = load_resume(path, model, optimizer)
     step = int(state["step"])
     dist.print0(f"resumed from {path} at step {step}")
-    return step, (step, state.get("train_loss"))
+    return step, (step, state.get("last_batch_loss", state.get("train_loss")))  # older name

@@ -89,9 +89,11 @@ class TrainBatches:
 
 
 def validation_batches(
-    shards: TokenShards, seq_len: int, micro_batch_size: int, n_batches: int
+    shards: TokenShards, seq_len: int, micro_batch_size: int, count: int
 ) -> list[torch.Tensor]:
-    """Up to `n_batches` fixed micro-batches of evenly spaced validation windows."""
-    picks = validation_windows(shards.n_windows(seq_len), n_batches * micro_batch_size)
+    """`count` evenly spaced validation windows (fewer when the split has fewer), in
+    micro-batches of at most `micro_batch_size` rows: the windows never depend on the
+    micro-batch size, only how many go through one forward."""
+    picks = validation_windows(shards.n_windows(seq_len), count)
     rows = torch.from_numpy(np.stack([shards.window(int(w), seq_len) for w in picks]))
     return list(rows.split(micro_batch_size))

@@ -13,11 +13,10 @@ device and are read back only at log, eval and publication steps (and every step
 (tests/train/test_no_sync.py). The model returns a `ModelOutput`: the loss to
 backpropagate and, apart, the cross-entropy the run logs and the weighted extra terms.
 
-Around the loop: `train/build.py` builds the model, data and run files,
-`train/metrics.py` the metrics record, `train/evaluate.py` the validation loss,
-`train/moe_stats.py` measures MoE layers, and
-`train/faults.py` handles bad steps (skipped on the device; `train.max_bad_steps` in a
-row stop the run), loss spikes (`RUN/spikes/`) and failed writes (`write_guard`).
+Around the loop: `train/build.py` (model, data, run files), `train/metrics.py` (the
+metrics record), `train/evaluate.py` (validation loss), `train/moe_stats.py` (MoE
+layers), `train/faults.py` (bad steps, skipped on the device, `train.max_bad_steps` in
+a row stop the run; loss spikes in `RUN/spikes/`; failed writes, `write_guard`).
 
 Under torchrun the model is sharded with FSDP2 (`train/parallelize.py`), so every
 forward is a collective: every process runs `train_step`, `evaluate` and
@@ -50,7 +49,7 @@ from strata.train.build import (
     resume,
     write_config,
 )
-from strata.train.evaluate import validation_loss
+from strata.train.evaluate import eval_dtype, validation_loss
 from strata.train.faults import (
     RunStopped,
     StepGuard,
@@ -175,10 +174,10 @@ class Trainer:
             state = {"tokens": step * self.tokens_per_step}
             state["model_config"] = self.cfg.model.to_dict()
             if self.published_loss[0] == step:  # a revision of this step may still be
-                state["train_loss"] = self.published_loss[1]  # writing: rewritable as is
+                state["last_batch_loss"] = self.published_loss[1]  # writing: rewritable as is
             self.resume_writer.save(step, self.model, self.optimizer, state)
 
-    def maybe_publish(self, step: int, train_loss: float | None, val_loss: float | None) -> None:
+    def maybe_publish(self, step: int, batch_loss: float | None, val_loss: float | None) -> None:
         """Publish revision `step` if it is on the schedule. Every process calls it: the
         evaluation and the gathering of the sharded weights are collectives; rank 0 writes."""
         if step not in self.publish_at:
@@ -188,13 +187,15 @@ class Trainer:
             return
         if val_loss is None:
             val_loss = self.evaluate()
-        self.published_loss = (step, train_loss)
+        self.published_loss = (step, batch_loss)
         tok_sha = self.train_shards.index["tokenizer_sha256"]
         fingerprint, windows = self.dataset_fingerprint, self.batches.n_windows
         cursor = DataCursor.at(self.cfg, step, fingerprint, tok_sha, windows).to_dict()
         parent = Manifest.read(self.run.checkpoints).parent_of(step)
-        info = {"parent": parent, "tokens": step * self.tokens_per_step, "train_loss": train_loss,
-                "val_loss": val_loss, "data": cursor, "run": self.cfg.to_dict()}  # fmt: skip
+        info = {"parent": parent, "tokens": step * self.tokens_per_step,
+                "last_batch_loss": batch_loss, "val_loss": val_loss, "data": cursor,
+                "eval_dtype": eval_dtype(self.dtype, self.cfg.train.param_dtype),
+                "run": self.cfg.to_dict()}  # fmt: skip
         if self.cfg.model.moe is not None:
             info["moe_routing"] = validation_routing(self._forward, self.val_batches, self.device)
         self.publisher.publish(step, self.model, self.cfg.model, self.tokenizer, info)

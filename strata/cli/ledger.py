@@ -2,9 +2,11 @@
 
     strata batch RUN --step N [--rank R --world W] [--format text|json]
     strata batch RUN --find TEXT | --doc ID [--format text|json]
-    strata verify RUN_OR_DIR [--format text|json]
+    strata verify RUN_OR_DIR [--format text|json] [--recompute [--tolerance REL]]
+                  [--replay stepN [--atol X]]
 
-The work is done by `checkpoints/provenance.py` and `checkpoints/verify.py`; this module
+The work is done by `checkpoints/provenance.py`, `checkpoints/verify.py`,
+`checkpoints/recompute.py` and `train/replay.py`; this module
 only parses arguments and prints. Usage errors raise ValueError (`strata: error: ...`,
 exit 2, from `strata/cli/__init__.py`); `strata verify` exits 1 when it finds a problem.
 """
@@ -48,6 +50,24 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check published checkpoints against their ledger")
     p.add_argument("path", help="run folder or its checkpoints/ folder")
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: one line")
+    p.add_argument(
+        "--recompute", action="store_true",
+        help="evaluate every revision's val_loss again on its recorded windows",
+    )  # fmt: skip
+    p.add_argument(
+        "--tolerance", type=float, metavar="REL", default=None,
+        help="with --recompute: relative tolerance (default 1e-4 fp32, 2e-2 bf16)",
+    )  # fmt: skip
+    p.add_argument("--device", default="cpu", help="with --recompute: cpu, cuda or cuda:N")
+    p.add_argument(
+        "--replay", metavar="stepN", default=None,
+        help="train again from the nearest earlier resume checkpoint (or step 0) to stepN "
+        "and compare the weights: bitwise when the run is deterministic",
+    )  # fmt: skip
+    p.add_argument(
+        "--atol", type=float, default=None, metavar="X",
+        help="with --replay, for a run that is not deterministic: max |difference| (1e-5)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_verify)
 
 
@@ -124,7 +144,7 @@ def _found_text(found: dict[str, Any]) -> None:
     if "text" in q:
         print(f"{q['text']!r} ({len(q['tokens'])} tokens; {q['method']} search): "
               f"{found['occurrences']} occurrence(s) in the train stream, "
-              f"{found['in_one_window']} inside one window's inputs, "
+              f"{found['in_one_window']} inside a window's seq_len + 1 tokens, "
               f"{found['across_windows']} across a window boundary, "
               f"{found['after_last_window']} after the last window")  # fmt: skip
     else:
@@ -145,10 +165,27 @@ def _found_text(found: dict[str, Any]) -> None:
           + ", ".join(f"{r['revision']} ({r['batches_seen']})" for r in revs))  # fmt: skip
 
 
+def _replay(report, path: Path, revision: str, atol: float | None) -> None:
+    from strata.run import locate
+    from strata.train.replay import DEFAULT_ATOL, replay
+
+    where = locate(path)
+    if where.run is None:
+        raise ValueError(f"--replay: {path} is not inside a run folder (its resume/ is needed)")
+    done = replay(where.run.root, revision, DEFAULT_ATOL if atol is None else atol)
+    if done.ok:
+        report.notes.append(f"{revision}: {done.summary()}")
+    else:
+        report.add("replay-mismatch", where.run.revision(done.step), done.summary())
+
+
 def cmd_verify(args: argparse.Namespace) -> None:
     from strata.checkpoints.verify import check
 
-    report = check(Path(args.path))
+    report = check(Path(args.path), recompute=args.recompute, tolerance=args.tolerance,
+                   device=args.device)  # fmt: skip
+    if args.replay is not None:
+        _replay(report, Path(args.path), args.replay, args.atol)
     if args.format == "json":
         _json({"ok": not report.problems, "revisions": report.revisions, "files": report.files,
                "bytes": report.bytes, "problems": [vars(p) for p in report.problems],

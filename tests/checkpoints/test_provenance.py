@@ -110,14 +110,34 @@ def test_documents_of_a_window(spec, shards):
 
 
 def brute_force_text(spec, shards, tok, text):
-    """Steps (< max_steps) whose rows hold `text` in their decoded input tokens."""
+    """Steps (< max_steps) whose rows hold `text` in the decoded text of one document's
+    part of their seq_len + 1 tokens (inputs and targets)."""
     T, n = spec.seq_len, shards.n_windows(spec.seq_len)
     steps = set()
     for step in range(spec.max_steps):
         for w in batch_window_indices(n, spec.seed, spec.global_batch_size, step):
-            if text in tok.decode(shards.window(int(w), T)[:-1].tolist()):
+            window = shards.window(int(w), T).tolist()
+            cuts = [-1] + [i for i, t in enumerate(window) if t == shards.eos_id] + [len(window)]
+            parts = [window[a + 1 : b] for a, b in zip(cuts, cuts[1:], strict=False)]
+            if any(text in tok.decode(part) for part in parts):
                 steps.add(step)
     return sorted(steps)
+
+
+def test_a_text_ending_on_the_last_target_token_was_trained_on(spec, shards):
+    """The last token of window w is only a target, but it was trained on: `--find` says
+    so, as `--doc` does for the document that holds it."""
+    T, tok = spec.seq_len, Tokenizer.load(spec.run_dir / "tokenizer")
+    rows = read_batch(spec, shards, 0)
+    tails = [rows.tokens[r, T - 5 :].tolist() for r in range(len(rows.windows))]  # 6 tokens
+    row = next(r for r, t in enumerate(tails) if shards.eos_id not in t and len(tok.decode(t)) > 7)
+    w, text = int(rows.windows[row]), tok.decode(tails[row])
+    found = find_text(spec, shards, tok, text)
+    end = w * T + T - 5
+    hit = next(h for h in found["hits"] if h["window"] == w)
+    assert hit["step"] == 0 and end in hit["positions"]
+    doc = shards.document_at(w * T + T)[0]
+    assert w in find_doc(spec, shards, doc)["windows"]
 
 
 @pytest.mark.parametrize("max_steps", [None, 500])  # 500 steps: about 2.5 epochs
@@ -134,7 +154,8 @@ def test_find_text_matches_a_brute_force_scan(spec, shards, max_steps):
     for hit in found["hits"]:
         rows = read_batch(spec, shards, hit["step"])
         assert rows.windows[hit["row"]] == hit["window"]
-        assert all(p // spec.seq_len == hit["window"] for p in hit["positions"])
+        T = spec.seq_len  # every position inside the window's seq_len + 1 tokens
+        assert all(hit["window"] * T <= p <= hit["window"] * T + T for p in hit["positions"])
     first = expected[0]
     assert found["revisions"][0]["step"] > first  # stepM has seen batches 0..M-1
     assert all(

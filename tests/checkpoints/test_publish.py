@@ -48,7 +48,7 @@ def test_revisions_follow_the_schedule(trained):
 def test_strata_json_and_hashes(trained):
     rev = trained.run_dir / "checkpoints" / "step12"
     meta = json.loads((rev / "strata.json").read_text())
-    for key in ("step", "tokens", "train_loss", "val_loss", "git_commit", "sha256", "data"):
+    for key in ("step", "tokens", "last_batch_loss", "val_loss", "git_commit", "sha256", "data"):
         assert key in meta
     assert meta["step"] == 12 and meta["data"]["batches_seen"] == 12
     assert meta["data"]["windows_consumed"] == 12 * 4

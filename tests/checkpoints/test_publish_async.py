@@ -134,7 +134,7 @@ def test_a_revision_cut_short_by_a_kill_is_rewritten_on_resume(tiny_config):
     ckpts = cfg.run_dir / "checkpoints"
     before = json.loads((ckpts / "step8" / "strata.json").read_text())
     weights, manifest = tensors(ckpts / "step8"), Manifest.read(ckpts)
-    assert before["train_loss"] is not None
+    assert before["last_batch_loss"] is not None
     shutil.rmtree(ckpts / "step8")  # the kill: folder and manifest entry never written
     cut = Manifest(ckpts, [r for r in manifest.revisions if r.step != 8])
     cut.write()
@@ -143,8 +143,8 @@ def test_a_revision_cut_short_by_a_kill_is_rewritten_on_resume(tiny_config):
     again.fit()
     after = json.loads((ckpts / "step8" / "strata.json").read_text())
     assert Manifest.read(ckpts) == manifest
-    assert {k: after[k] for k in ("train_loss", "val_loss", "tokens", "parent", "data")} == {
-        k: before[k] for k in ("train_loss", "val_loss", "tokens", "parent", "data")
+    assert {k: after[k] for k in ("last_batch_loss", "val_loss", "tokens", "parent", "data")} == {
+        k: before[k] for k in ("last_batch_loss", "val_loss", "tokens", "parent", "data")
     }
     again_weights = tensors(ckpts / "step8")
     assert all(torch.equal(weights[k], again_weights[k]) for k in weights)

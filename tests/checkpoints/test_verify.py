@@ -108,8 +108,11 @@ def test_missing_scheduled_revision_breaks_the_chain(run):
         ("missing-scheduled", ("checkpoints", "step4")),
         ("chain-parent", ("step8", "strata.json")),
     }
-    (run / "config.toml").unlink()  # no config: no schedule to check against
-    assert kinds(run / "checkpoints") == {"chain-parent"}
+    (run / "config.toml").unlink()  # no config: the schedule recorded in strata.json
+    assert kinds(run / "checkpoints") == {"missing-scheduled", "chain-parent"}
+    for folder in (run / "checkpoints").glob("step*"):  # and without that: nothing to check
+        edit_json(folder / "strata.json", lambda m: m.pop("run"))
+    assert "missing-scheduled" not in kinds(run / "checkpoints")
 
 
 def test_ledger_data_fields(run):

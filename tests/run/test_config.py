@@ -101,3 +101,12 @@ def test_nested_moe_keys_override_and_round_trip():
     assert again.model == cfg.model
     with pytest.raises(ConfigError, match="top_k"):
         load_config("configs/debug.toml", ["model.preset=debug-moe", "model.moe.top_k=99"])
+
+
+def test_older_eval_batches_reads_as_the_windows_it_meant(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text("[train]\nmicro_batch_size = 2\nglobal_batch_size = 4\neval_batches = 3\n")
+    assert load_config(path).train.eval_windows == 6  # 3 micro-batches of 2 windows
+    assert "eval_batches" not in dump_toml(load_config(path))
+    with pytest.raises(ConfigError, match=r"^train\.eval_batches = 0: expected a positive"):
+        load_config(path, ["train.eval_batches=0"])

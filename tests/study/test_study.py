@@ -177,6 +177,20 @@ def test_hugging_face_folders(tiny_run, studied, tiny_dataset, tmp_path):
         study(hf, data=tiny_dataset, seq_len=32, out=tmp_path / "o", **SMALL)
 
 
+def test_default_windows_are_the_trainers_so_val_loss_matches_strata_json(tiny_run, tmp_path):
+    report = study(tiny_run, out=tmp_path / "default", mem_samples=4, quiet=True)
+    assert "4 windows of 32 tokens" in report.read_text()  # train.eval_windows = 4
+    rows = read_csv(report.parent / "metrics.csv")
+    assert len(rows) == len(STEPS)
+    for row in rows:
+        meta = read_metadata(tiny_run / "checkpoints" / row["revision"])
+        assert float(row["val_loss"]) == pytest.approx(meta.val_loss, abs=1e-5), row["step"]
+        if meta.last_batch_loss is None:  # step 0: no batch made it
+            assert row["last_batch_loss"] == "" and row["step"] == "0"
+        else:
+            assert float(row["last_batch_loss"]) == pytest.approx(meta.last_batch_loss, rel=1e-9)
+
+
 def pad_vocabulary(folder, padded: int) -> None:
     """Make an exported folder look like a padded foreign one (Pythia's 50304 outputs for
     50277 tokens): config.json counts `padded` outputs, the extra rows are large."""

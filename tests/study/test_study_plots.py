@@ -23,7 +23,8 @@ def make_rows() -> list[dict]:
     rows = []
     for i, step in enumerate(STEPS):
         row = {"revision": f"step{step}", "step": step, "tokens": step * 128,
-               "val_loss": 5.6 - 0.3 * i, "val_bpb": 2.0 - 0.1 * i, "train_loss": 5.7 - 0.3 * i,
+               "val_loss": 5.6 - 0.3 * i, "val_bpb": 2.0 - 0.1 * i,
+               "last_batch_loss": 5.7 - 0.3 * i,
                "n_seen": 0 if step == 0 else 4, "n_unseen": 4 if step else 8,
                "mem_seen": None if step == 0 else 0.25, "mem_unseen": 0.0, "mem_all": 0.1,
                "norm/total": 30.0 + i, "dnorm/total": 0.1 / step if step else None}  # fmt: skip
@@ -111,7 +112,7 @@ def test_a_metric_has_one_colour_everywhere(all_figures):
     assert all(norms[k] == dnorm[k] == style.COLORS[k] for k in KINDS)
     assert len(set(dnorm.values())) == len(dnorm)  # distinct within a figure
     loss = line_colours(drawn(all_figures["loss.png"]))
-    assert loss["val_loss"] == style.COLORS["val_loss"] != loss["train_loss"]
+    assert loss["val_loss"] == style.COLORS["val_loss"] != loss["last_batch_loss"]
     sources = line_colours(drawn(all_figures["sources.png"]))
     assert len(sources) == figs.MAX_SOURCES and len(set(sources.values())) == figs.MAX_SOURCES
 

@@ -38,6 +38,7 @@ def snapshot(folder: Path) -> dict[str, str]:
         ("data.verify='yes'", "data.verify = 'yes': expected a value of type bool"),
         ("model.d_model=0", "model.d_model = 0: expected a positive integer"),
         ("model.n_layers=-2", "model.n_layers = -2: expected a positive integer"),
+        ("train.eval_windows=0", "train.eval_windows = 0: expected a positive integer"),
         ("train.eval_batches=0", "train.eval_batches = 0: expected a positive integer"),
         ("checkpoint.keep=-1", "checkpoint.keep = -1: expected a positive integer"),
         ("publish.every=0", "publish.every = 0: expected a positive integer"),

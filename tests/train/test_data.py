@@ -58,10 +58,12 @@ def test_prefetch_serves_the_right_batch_in_any_order(tiny_dataset):
 
 def test_validation_windows_are_fixed(tiny_dataset):
     val = TokenShards(tiny_dataset, "val")
-    a = validation_batches(val, 32, 4, 3)
-    b = validation_batches(TokenShards(tiny_dataset, "val"), 32, 4, 3)
+    a = validation_batches(val, 32, 4, 10)  # 10 windows: micro-batches of 4, 4 and 2
+    b = validation_batches(TokenShards(tiny_dataset, "val"), 32, 4, 10)
     assert len(a) == 3 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    assert a[0].shape == (4, 33)
+    assert [x.shape for x in a] == [(4, 33), (4, 33), (2, 33)]
+    for micro in (1, 3, 10):  # the same windows whatever the micro-batch size
+        assert torch.equal(torch.cat(validation_batches(val, 32, micro, 10)), torch.cat(a))
 
 
 def test_trainer_and_study_validate_on_the_same_windows(tiny_dataset):
@@ -72,7 +74,7 @@ def test_trainer_and_study_validate_on_the_same_windows(tiny_dataset):
     n = (val.n_tokens - 1) // 32
     picks = np.unique(np.linspace(0, n - 1, min(n, 6)).round().astype(np.int64))
     expected = np.stack([val.read(int(w) * 32, 33) for w in picks])  # (6, 33)
-    trainer = torch.cat(validation_batches(val, 32, 2, 3)).numpy()
+    trainer = torch.cat(validation_batches(val, 32, 2, 6)).numpy()
     study = eval_set(val, 32, 6, np.zeros(val.vocab_size, np.int64), 1)
     assert np.array_equal(trainer, expected)
     assert np.array_equal(study.inputs, expected[:, :-1])

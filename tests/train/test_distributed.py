@@ -27,7 +27,7 @@ def run(nproc, dataset, out, name, *extra):
     only); 3 validation batches do not split evenly over 2 processes.
     """
     values = {"run.name": name, "train.max_steps": STEPS}
-    values |= {"train.micro_batch_size": 1, "train.eval_batches": 3}
+    values |= {"train.micro_batch_size": 1, "train.eval_windows": 3}
     return run_ok(train_cmd(nproc, dataset, out, *extra, **values))
 
 

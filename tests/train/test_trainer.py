@@ -56,6 +56,24 @@ def test_loss_decreases_and_grad_accumulation_matches(tiny_config):
     assert other_losses == pytest.approx(losses, abs=2e-4)
 
 
+def test_validation_loss_does_not_depend_on_the_micro_batch(tiny_config):
+    """Six fixed windows (micro-batches of 1, 2 or 4 rows, the last one short): the same
+    per-token mean, equal to a naive float64 mean over the windows' predicted tokens."""
+    losses = []
+    for micro in (1, 2, 4):
+        name = f"val-mb{micro}"
+        trainer = Trainer(tiny_config(**{"run.name": name, "train.micro_batch_size": micro,
+                                         "train.eval_windows": 6}))  # fmt: skip
+        assert sum(len(b) for b in trainer.val_batches) == 6
+        losses.append(trainer.evaluate())
+    rows = torch.cat(trainer.val_batches)  # (6, T + 1)
+    with torch.no_grad():
+        logits = trainer.model(rows[:, :-1])  # (6, T, V): the real vocabulary
+    ce = torch.nn.functional.cross_entropy(logits.double().flatten(0, 1), rows[:, 1:].flatten())
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6) == pytest.approx(losses[2], abs=1e-6)
+    assert losses[0] == pytest.approx(ce.item(), abs=1e-5)
+
+
 def test_initial_loss_is_log_vocab(tiny_config):
     trainer = Trainer(tiny_config(**{"run.name": "init"}))
     val = trainer.evaluate()
