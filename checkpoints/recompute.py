@@ -172,12 +172,18 @@ def judge_identical(
 def _misfit_by_neighbours(
     pair: tuple[str, str], loss: float, measured: dict[str, Measured], order: list[str]
 ) -> str:
-    """The revision of `pair` whose neighbours' losses fit `loss` worse."""
+    """The revision of `pair` where `loss` fits the falling chain worse: how far it lies
+    outside [the next revision's loss, the previous one's] (the other of the pair left
+    out). A tie (both fit) blames the later one, as the plain check does."""
 
-    def gap(name: str) -> float:
+    def misfit(name: str) -> float:
         i = order.index(name)
-        near = [measured[n].loss for n in order[max(0, i - 1) : i + 2] if n not in pair]
-        near = [x for x in near if x is not None]
-        return min((abs(x - loss) for x in near), default=0.0)
+        known = [n for n in order if n not in pair and measured[n].loss is not None]
+        before = [measured[n].loss for n in known if order.index(n) < i]
+        after = [measured[n].loss for n in known if order.index(n) > i]
+        high = before[-1] if before else float("inf")
+        low = after[0] if after else float("-inf")
+        return max(0.0, loss - high, low - loss)
 
-    return max(pair, key=gap)
+    first, second = misfit(pair[0]), misfit(pair[1])
+    return pair[0] if first > second else pair[1]

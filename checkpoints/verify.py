@@ -96,6 +96,8 @@ def _read_meta(folder: Path, step: int, report: Report) -> RevisionMeta | None:
     if meta.step != step or (meta.revision or folder.name) != folder.name:
         detail = f"says step {meta.step!r}, revision {meta.revision!r}"
         report.add("step-mismatch", path, f"{detail}, in folder {folder.name}")
+    if meta.eval_dtype not in (None, "fp32", "bf16"):
+        report.add("bad-metadata", path, f"eval_dtype {meta.eval_dtype!r}: expected fp32 or bf16")
     return meta
 
 

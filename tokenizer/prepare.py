@@ -21,7 +21,13 @@ Design choices:
   threads). Pool workers encode single-threaded (TOKENIZERS_PARALLELISM=false).
 - Written into `<out_dir>.tmp-<pid>` and renamed into place. An existing complete
   dataset (it has index.json) is replaced only with `overwrite=True`; a non-empty
-  folder that is not a dataset is never replaced.
+  folder that is not a dataset is never replaced. An input that lies inside `out_dir`
+  (after resolving links and `..`, folders expanded) is refused before anything is
+  written: replacing the folder would delete it.
+- A `kill -9` leaves `<out_dir>.tmp-<pid>` (and `<out_dir>.old-<pid>` between the two
+  renames); the next prepare on the same `out_dir` removes those of processes that are
+  gone (`fsutil.leftover_dirs`), keeping an `.old-` folder while `out_dir` is not a
+  complete dataset (it is then the only copy) and any folder that holds an input.
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from .documents import iter_documents
-from .fsutil import replace_dir, temp_sibling
+from .documents import expand_inputs, iter_documents
+from .fsutil import leftover_dirs, replace_dir, temp_sibling
 from .shards import FORMAT_VERSION
 from .tok import Tokenizer
 from .writer import ShardWriter
@@ -149,6 +155,31 @@ def _check_args(out_dir: Path, val_inputs, val_fraction, workers, shard_tokens, 
         )
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    resolved = path.resolve()
+    return resolved == folder or folder in resolved.parents
+
+
+def _check_inputs_outside(inputs: list[str], out_dir: Path) -> None:
+    """Refuse an input (or a file a folder input expands to) that lies inside `out_dir`."""
+    folder = out_dir.resolve()
+    for given in map(Path, inputs):
+        files = expand_inputs([given]) if given.is_dir() else []
+        bad = next((p for p in [given, *files] if _inside(p, folder)), None)
+        if bad is not None:
+            raise ValueError(
+                f"{bad}: input lies inside the output folder {out_dir}, which prepare "
+                "replaces; move the input or choose another --out"
+            )
+
+
+def _remove_leftovers(out_dir: Path, keep: list[str]) -> None:
+    """Remove what a killed prepare on `out_dir` left, never a folder holding `keep`."""
+    for folder in leftover_dirs(out_dir, complete=(out_dir / "index.json").is_file()):
+        if not any(_inside(Path(p), folder.resolve()) for p in keep):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def prepare(
     train_inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
@@ -163,9 +194,11 @@ def prepare(
 ) -> dict[str, Any]:
     """Tokenize `train_inputs` (and validation) into token shards in `out_dir`; return the index."""
     out_dir = Path(out_dir)
-    _check_args(out_dir, val_inputs, val_fraction, workers, shard_tokens, overwrite)
     train_inputs, val_inputs = _as_list(train_inputs), _as_list(val_inputs)
+    _check_inputs_outside(train_inputs + (val_inputs or []), out_dir)
+    _check_args(out_dir, val_inputs, val_fraction, workers, shard_tokens, overwrite)
     tok = Tokenizer.load(tokenizer_dir)
+    _remove_leftovers(out_dir, [*train_inputs, *(val_inputs or []), str(tokenizer_dir)])
     dtype = "uint16" if tok.vocab_size <= 2**16 else "uint32"
     tmp = temp_sibling(out_dir)
     try:

@@ -4,6 +4,9 @@ Design choices:
 - Shards are flat little-endian `uint16`/`uint32` files listed in `index.json`;
   each is opened with a read-only `np.memmap`, so opening is instant and reading
   touches only the pages needed. Reads come back as int64.
+- `load_index` (the one reader of `index.json`) type-checks every key Strata reads (the
+  top level, each split, shard and document) and names the first bad one: `DIR/index.json:
+  key 'splits.train.shards[0].tokens': expected a non-negative integer, got ...`.
 - Sizes are always checked against the index on open (a truncated or padded shard, or
   one whose length is not a multiple of its dtype, is an error naming the file);
   `verify=True` also checks every shard's sha256. The dataset's `tokenizer/` copy must
@@ -35,7 +38,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # the order Tokenizer.l
 
 
 def load_index(dataset_dir: str | Path) -> dict[str, Any]:
-    """The parsed `index.json` of a prepared dataset, with its format checked."""
+    """The parsed `index.json` of a prepared dataset, with its format and keys checked."""
     path = Path(dataset_dir) / "index.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no index.json; is {dataset_dir} a prepared dataset?")
@@ -43,13 +46,85 @@ def load_index(dataset_dir: str | Path) -> dict[str, Any]:
         index = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if index.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version {index.get('format_version')!r}, expected {FORMAT_VERSION}"
-        )
+    if not isinstance(index, dict):
+        raise ValueError(f"{path}: expected a JSON object at the top, got a {_json_type(index)}")
+    version = index.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ValueError(f"{path}: format_version {version!r}, expected {FORMAT_VERSION}")
     if index.get("dtype") not in DTYPES:
         raise ValueError(f"{path}: dtype {index.get('dtype')!r}, expected one of {list(DTYPES)}")
+    _check_keys(path, index)
     return index
+
+
+_MISSING = object()
+_SHA256 = "a sha256 hex string (64 characters 0-9a-f)"
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _fail(path: Path, key: str, expected: str, value: Any) -> NoReturn:
+    got = "nothing (the key is missing)" if value is _MISSING else repr(value)
+    got = got if len(got) <= 60 else got[:57] + "..."
+    raise ValueError(f"{path}: key {key!r}: expected {expected}, got {got}")
+
+
+def _is_int(value: Any, low: int, high: float = float("inf")) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and not value.strip("0123456789abcdef")
+
+
+def _check_keys(path: Path, index: dict[str, Any]) -> None:
+    """Type-check the keys Strata reads (the top level, every split, shard and document)."""
+    vocab = index.get("vocab_size", _MISSING)
+    if not _is_int(vocab, 1):
+        _fail(path, "vocab_size", "a positive integer", vocab)
+    if not _is_int(eos := index.get("eos_id", _MISSING), 0, vocab):
+        _fail(path, "eos_id", f"an integer in [0, {vocab})", eos)
+    if not _is_sha256(sha := index.get("tokenizer_sha256", _MISSING)):
+        _fail(path, "tokenizer_sha256", _SHA256, sha)
+    splits = index.get("splits", _MISSING)
+    if not isinstance(splits, dict):
+        _fail(path, "splits", "an object (split name -> split)", splits)
+    for name, split in splits.items():
+        _check_split(path, f"splits.{name}", split)
+
+
+def _check_split(path: Path, key: str, split: Any) -> None:
+    if not isinstance(split, dict):
+        _fail(path, key, "an object", split)
+    if not _is_int(tokens := split.get("tokens", _MISSING), 0):
+        _fail(path, f"{key}.tokens", "a non-negative integer", tokens)
+    shards, docs = split.get("shards", _MISSING), split.get("documents", _MISSING)
+    for name, value in (("shards", shards), ("documents", docs)):
+        if not isinstance(value, list):
+            _fail(path, f"{key}.{name}", "a list", value)
+    for i, shard in enumerate(shards):
+        _check_shard(path, f"{key}.shards[{i}]", shard)
+    for i, d in enumerate(docs):  # plain type checks: datasets list millions of documents
+        if not (type(d) is list and len(d) == 2 and type(d[0]) is int and d[0] >= 0
+                and type(d[1]) is str):  # fmt: skip
+            expected = "[first token, source]: a non-negative integer and a string"
+            _fail(path, f"{key}.documents[{i}]", expected, d)
+
+
+def _check_shard(path: Path, key: str, shard: Any) -> None:
+    if not isinstance(shard, dict):
+        _fail(path, key, "an object", shard)
+    file = shard.get("file", _MISSING)
+    plain = isinstance(file, str) and file not in ("", ".", "..") and not set(file) & set("/\\")
+    if not plain:
+        _fail(path, f"{key}.file", f"a file name inside {path.parent}", file)
+    if not _is_int(tokens := shard.get("tokens", _MISSING), 0):
+        _fail(path, f"{key}.tokens", "a non-negative integer", tokens)
+    if not _is_sha256(sha := shard.get("sha256", _MISSING)):
+        _fail(path, f"{key}.sha256", _SHA256, sha)
 
 
 def check_tokenizer(dataset_dir: Path, index: dict[str, Any]) -> None:

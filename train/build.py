@@ -113,6 +113,16 @@ def install_tokenizer(run: RunPaths, data: RunData) -> Tokenizer:
     return Tokenizer.load(tokenizer_dir)
 
 
+def note_weights_format(publisher, config) -> None:
+    """Say once, at start-up, when revisions cannot be Hugging Face models, and why."""
+    reason = publisher.weights_format(config).reason
+    if reason is not None:
+        dist.print0(
+            f"note: revisions will be published with Strata's own parameter names, not "
+            f"as a Hugging Face model: {reason}"
+        )
+
+
 def write_config(run: RunPaths, cfg: Config) -> None:
     """RUN/config.toml: the fully resolved config (rank 0)."""
     if dist.is_rank0():

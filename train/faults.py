@@ -129,6 +129,31 @@ class StepGuard:
         )
 
 
+def weights_finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter is finite on every process (a collective under FSDP: each
+    process checks its own shards, the flags are reduced)."""
+    bad = torch.zeros((), device=next(model.parameters()).device)
+    with torch.no_grad():
+        for p in model.parameters():
+            local = p.to_local() if hasattr(p, "to_local") else p  # a DTensor's own shard
+            bad += (~torch.isfinite(local)).any()
+    return float(dist.all_reduce_mean(bad)) == 0.0
+
+
+def ensure_finite(model: torch.nn.Module, step: int, resume_dir: Path) -> None:
+    """Stop the run (RunStopped) instead of publishing revision `step` of non-finite
+    weights; the resume checkpoints written so far are kept."""
+    if weights_finite(model):
+        return
+    latest = latest_resume(resume_dir)
+    kept = f"the resume checkpoint {latest.name} is kept" if latest else "no resume checkpoint"
+    raise RunStopped(
+        f"the weights are not all finite after step {step}: revision step{step} was not "
+        f"published and the run stopped ({kept}); lower optim.lr or raise train.grad_clip, "
+        "then rerun to resume"
+    )
+
+
 def spike_record(
     batch: int, loss: float, mean: float, factor: float, windows: list, losses: list
 ) -> dict[str, Any]:

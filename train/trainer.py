@@ -1,28 +1,25 @@
 """The training loop, as a few named steps: `train_step`, `evaluate`, `maybe_checkpoint`,
 `maybe_publish`, `fit`.
 
-Step numbering: `step` counts completed optimizer updates. The update that turns step
-N into N + 1 trains on global batch N, so published revision `stepN` has seen batches
-0 .. N-1 (N x global_batch_size sequences). The learning rate is a pure function of the
-step and the data order a pure function of (dataset, seed, seq_len, global batch, step),
-so a resumed run continues exactly where the checkpoint left off.
+Step numbering: `step` counts completed updates; the update N -> N + 1 trains on global
+batch N, so revision `stepN` has seen batches 0 .. N-1. The learning rate and the data
+order are pure functions of the config and the step, so a resume continues exactly
+(`train/resume_check.py` refuses a resume whose config would change either).
 
 No host sync inside a step: losses, norms, the bad-step flag and MoE counts stay on the
-device and are read back only at log, eval and publication steps (and every step while
-`train.spike_factor > 0`); preemption is agreed on with a CPU all-reduce
-(tests/train/test_no_sync.py). The model returns a `ModelOutput`: the loss to
-backpropagate and, apart, the cross-entropy the run logs and the weighted extra terms.
+device, read back only at log, eval and publication steps (every step while
+`train.spike_factor > 0`; tests/train/test_no_sync.py). The model returns a
+`ModelOutput`: the loss to backpropagate and, apart, the cross-entropy the run logs.
 
 Around the loop: `train/build.py` (model, data, run files), `train/metrics.py` (the
 metrics record), `train/evaluate.py` (validation loss), `train/moe_stats.py` (MoE
 layers), `train/faults.py` (bad steps, skipped on the device, `train.max_bad_steps` in
 a row stop the run; loss spikes in `RUN/spikes/`; failed writes, `write_guard`).
 
-Under torchrun the model is sharded with FSDP2 (`train/parallelize.py`), so every
-forward is a collective: every process runs `train_step`, `evaluate` and
-`maybe_publish` (rank 0 alone writes files). Gradients are reduced by FSDP once per step,
-on the last micro-batch. Logged losses, grad norms and validation losses are global
-values, the same whatever the number of processes.
+Under torchrun the model is sharded with FSDP2 (`train/parallelize.py`): every forward
+is a collective, so every process runs `train_step`, `evaluate` and `maybe_publish`
+(rank 0 alone writes files; `strata train` holds the run folder's lock). Gradients
+are reduced once per step; logged losses are global, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -45,6 +42,7 @@ from strata.train.build import (
     build_model,
     install_tokenizer,
     load_data,
+    note_weights_format,
     resolve_model_config,
     resume,
     write_config,
@@ -54,6 +52,7 @@ from strata.train.faults import (
     RunStopped,
     StepGuard,
     check_spike,
+    ensure_finite,
     guarded_update,
     sequence_losses,
     write_guard,
@@ -69,6 +68,7 @@ from strata.train.metrics import (
 from strata.train.moe_stats import extra_losses, update_router_bias, validation_routing
 from strata.train.optim import build_optimizer, lr_at, set_lr
 from strata.train.preempt import Preemption
+from strata.train.resume_check import check_resume
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
@@ -91,14 +91,10 @@ class Trainer:
         self.batches, self.val_batches = data.batches, data.val_batches
         self.tokenizer = install_tokenizer(self.run, data)
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
+        check_resume(self.run, cfg, self.dataset_fingerprint)  # the same run, or refused
         p = cfg.publish
         self.publisher = Publisher(self.run.checkpoints, p.async_write, p.async_max_gb)
-        reason = self.publisher.weights_format(cfg.model).reason  # decided once for the run
-        if reason is not None:
-            dist.print0(
-                f"note: revisions will be published with Strata's own parameter names, not "
-                f"as a Hugging Face model: {reason}"
-            )
+        note_weights_format(self.publisher, cfg.model)  # decided once for the run
         self.model = build_model(cfg.model, t, self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.tokens_per_step, self.preempted = t.global_batch_size * t.seq_len, False
@@ -185,6 +181,7 @@ class Trainer:
         self._wait_publication()  # the manifest lists every earlier revision
         if self._already_published(step):
             return
+        ensure_finite(self.model, step, self.run.resume)  # never a revision of NaN weights
         if val_loss is None:
             val_loss = self.evaluate()
         self.published_loss = (step, batch_loss)

@@ -6,6 +6,7 @@ The recipe is read by `strata.run.config` (the schema) and trained by `strata.tr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -31,13 +32,16 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from strata.run.config import load_config
+    from strata.run.lock import RunLock
     from strata.train.dist import rank, shutdown_distributed
     from strata.train.trainer import RunStopped, Trainer
 
     cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg)
+    first = int(os.environ.get("RANK", "0")) == 0  # rank 0 holds the run for its life
     try:
-        trainer.fit()
+        with RunLock(cfg.run_dir, held=first):  # one trainer per run folder
+            trainer = Trainer(cfg)
+            trainer.fit()
     except RunStopped as err:  # diverged or disk full: the message says what was kept
         print(f"strata: error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_STOPPED) from None

@@ -59,8 +59,11 @@ def problems(run, **kw) -> set[tuple[str, str]]:
 
 def test_a_clean_run_recomputes_to_its_records(run):
     assert problems(run, recompute=True) == set()
-    meta = json.loads((run / "checkpoints/step8/strata.json").read_text())
+    path = run / "checkpoints/step8/strata.json"
+    meta = json.loads(path.read_text())
     assert meta["eval_dtype"] == "fp32" and meta["val_loss"] is not None
+    path.write_text(json.dumps(meta | {"eval_dtype": "fp8"}))
+    assert problems(run) == {("bad-metadata", "step8")}
 
 
 def test_swapped_revisions_with_rewritten_hashes(run, tmp_path):
@@ -114,3 +117,16 @@ def test_replay_is_bitwise_and_finds_a_one_ulp_change(run, capsys):
     assert stop.value.code == 1
     out = capsys.readouterr().out
     assert "PROBLEM replay-mismatch" in out and "1 tensor(s) differ beyond bitwise" in out
+
+
+def test_identical_pair_without_records_is_judged_by_the_neighbours(run):
+    ckpt = run / "checkpoints"
+    put_weights(ckpt / "step4", ckpt / "step12" / WEIGHTS)
+    for step in (4, 12):  # no recorded loss to compare with: the neighbours decide
+        meta = json.loads((ckpt / f"step{step}" / "strata.json").read_text())
+        meta.pop("val_loss")
+        (ckpt / f"step{step}" / "strata.json").write_text(json.dumps(meta))
+    report = check(run, progress=False, recompute=True)
+    same = [p for p in report.problems if p.kind == "identical-weights"]
+    assert len(same) == 1 and "/step4" in same[0].path  # step 2 and 8 are far from it
+    assert "by its neighbours' losses, step4 is the misplaced one" in same[0].detail

@@ -143,3 +143,36 @@ def test_cli_prepare_error_is_one_line(tmp_path: Path, existing: Path, bpe_dir: 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "latin.jsonl line 1: not valid UTF-8" in lines[0], lines
     assert snapshot(existing) == before
+
+
+def test_input_inside_the_output_folder_is_refused(
+    tmp_path: Path, existing: Path, corpus_file: Path, bpe_dir: Path
+) -> None:
+    inside = Path(shutil.copy(corpus_file, existing / "corpus.jsonl"))
+    match = rf"corpus\.jsonl: input lies inside the output folder {existing}"
+    refused([inside], existing, bpe_dir, match)
+    refused([corpus_file], existing, bpe_dir, match, val_inputs=[inside])
+    refused([existing / "tokenizer" / ".." / "corpus.jsonl"], existing, bpe_dir, match)
+    (tmp_path / "link.jsonl").symlink_to(inside)
+    refused([tmp_path / "link.jsonl"], existing, bpe_dir, r"link\.jsonl: input lies inside")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").symlink_to(inside)  # a folder input's file
+    refused([tmp_path / "in"], existing, bpe_dir, r"in/a\.jsonl: input lies inside")
+    refused([existing], existing, bpe_dir, rf"{existing}: input lies inside the output folder")
+
+
+def test_cli_input_inside_the_output_folder_is_one_line(
+    existing: Path, corpus_file: Path, bpe_dir: Path
+) -> None:
+    from tests.train.test_cli import strata
+
+    inside = shutil.copy(corpus_file, existing / "corpus.jsonl")
+    before = snapshot(existing)
+    result = strata(
+        "prepare", str(inside), "--tokenizer", str(bpe_dir),
+        "--out", str(existing), "--overwrite", "--workers", "1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corpus.jsonl: input lies inside the output folder" in lines[0]
+    assert snapshot(existing) == before

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +150,43 @@ def test_uint32_for_large_vocab(tmp_path: Path) -> None:
     assert index["dtype"] == "uint32"
     shards = TokenShards(tmp_path / "ds")
     assert shards.read(0, shards.n_tokens).tolist() == [3, 70001, 65538, 0]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (what a `kill -9`-ed prepare leaves in names)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def test_rerun_removes_what_a_killed_prepare_left(
+    corpus_file: Path, bpe_dir: Path, tmp_path: Path
+) -> None:
+    left = tmp_path / f"ds.tmp-{dead_pid()}"  # killed while writing
+    (left / "tokenizer").mkdir(parents=True)
+    (left / "train-00000.bin").write_bytes(b"\0" * 10)
+    kept = ["ds.tmp-notes", "ds.backup", f"other.tmp-{dead_pid()}", f"ds.tmp-{os.getppid()}"]
+    for name in kept:  # not prepare's, another --out's, or a running process's
+        (tmp_path / name).mkdir()
+    (tmp_path / f"ds.tmp-{dead_pid()}.txt").write_text("a user's file")
+    (tmp_path / "user").mkdir()
+    (tmp_path / f"ds.tmp-{dead_pid()}0").symlink_to(tmp_path / "user")
+    before = sorted(p for p in os.listdir(tmp_path) if p != left.name)
+    prepare([corpus_file], tmp_path / "ds", bpe_dir, progress=False)
+    assert sorted(os.listdir(tmp_path)) == sorted([*before, "ds"])
+    assert TokenShards(tmp_path / "ds").n_tokens > 0
+    trash = tmp_path / f"ds.old-{dead_pid()}"  # killed after the final rename
+    shutil.copytree(tmp_path / "ds", trash)
+    prepare([corpus_file], tmp_path / "ds", bpe_dir, progress=False, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == sorted([*before, "ds"])
+
+
+def test_rerun_keeps_the_only_copy_of_a_replaced_dataset(
+    corpus_file: Path, bpe_dir: Path, tmp_path: Path
+) -> None:
+    prepare([corpus_file], tmp_path / "ds", bpe_dir, progress=False)
+    old = tmp_path / f"ds.old-{dead_pid()}"  # killed between the two renames
+    os.replace(tmp_path / "ds", old)
+    prepare([corpus_file], tmp_path / "ds", bpe_dir, progress=False)
+    assert sorted(os.listdir(tmp_path)) == sorted(["ds", old.name])
+    assert (old / "index.json").is_file()

@@ -1,0 +1,94 @@
+"""One run, never two mixed: the run-folder lock, resume refusing a changed config, and
+no revision of non-finite weights ever published."""
+
+import re
+import shutil
+
+import pytest
+import torch
+from strata.run.config import ConfigError
+from strata.run.lock import RunLock, RunLocked
+from strata.train.trainer import RunStopped, Trainer
+
+from strata.cli import main
+from tests.conftest import tiny_overrides
+
+
+def test_a_second_trainer_on_the_same_run_is_refused(tiny_dataset, tmp_path, capsys):
+    args = ["train", "configs/debug.toml", *tiny_overrides(tiny_dataset, tmp_path,
+                                                          **{"run.name": "locked"})]  # fmt: skip
+    run = tmp_path / "locked"
+    holder = RunLock(run).acquire()  # as another `strata train` on this folder holds it
+    try:
+        assert main([*args, "optim.lr=1e-4"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert re.fullmatch(r"strata: error: .*locked: in use by pid \d+ on \S+ \(another .*", err)
+        assert not (run / "config.toml").exists()  # refused before writing anything
+    finally:
+        holder.release()
+    assert main(args) == 0  # free again: trains, and lets go of the folder at the end
+    RunLock(run).acquire().release()
+    with pytest.raises(RunLocked, match="in use by pid"), RunLock(run), RunLock(run):
+        pass
+
+
+@pytest.fixture
+def stopped_run(tiny_config):
+    """A run stopped at step 8 (resume checkpoint step-00000008, revisions 0 1 2 4 8)."""
+    Trainer(tiny_config(**{"run.name": "r", "train.max_steps": 8})).fit()
+    return tiny_config
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"train.seed": 7}, "train.seed (1337 -> 7)"),
+        ({"train.seq_len": 16}, "train.seq_len (32 -> 16)"),
+        ({"train.global_batch_size": 8}, "train.global_batch_size (4 -> 8)"),
+        ({"model.n_layers": 3}, "model.n_layers (2 -> 3)"),
+        ({"optim.lr": 1e-4}, "optim.lr (0.003 -> 0.0001)"),
+    ],
+)
+def test_resume_with_a_changed_data_order_or_model_is_refused(stopped_run, change, named):
+    with pytest.raises(ConfigError) as err:
+        Trainer(stopped_run(**{"run.name": "r", **change}))
+    message = str(err.value)
+    assert named in message and "\n" not in message and "new run.name" in message
+
+
+def test_resume_with_changes_that_keep_the_run_is_accepted(stopped_run):
+    trainer = Trainer(stopped_run(**{"run.name": "r", "train.max_steps": 12,
+                                     "log.every": 2, "train.micro_batch_size": 1}))  # fmt: skip
+    assert trainer.step == 8
+    trainer.fit()
+    assert trainer.step == 12
+
+
+def test_resume_on_a_dataset_with_other_content_is_refused(stopped_run, tiny_dataset, tmp_path):
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_dataset, edited)
+    index = edited / "index.json"
+    index.write_text(index.read_text() + " ")  # same shards, another fingerprint
+    with pytest.raises(ConfigError, match=r"data\.dataset content \(fingerprint"):
+        Trainer(stopped_run(**{"run.name": "r", "data.dataset": f"'{edited}'"}))
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_dataset, moved)  # the same content elsewhere: resumes
+    assert Trainer(stopped_run(**{"run.name": "r", "data.dataset": f"'{moved}'"})).step == 8
+
+
+def test_non_finite_weights_are_never_published(tiny_config, monkeypatch):
+    cfg = tiny_config(**{"run.name": "poisoned", "train.max_steps": 8})
+    original = Trainer.train_step
+
+    def poison_at_step_2(self, step):
+        out = original(self, step)
+        if step == 1:  # the update to step 2 leaves a NaN weight
+            with torch.no_grad():
+                self.model.lm_head.weight[0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poison_at_step_2)
+    with pytest.raises(RunStopped, match="not all finite after step 2: revision step2 was not"):
+        Trainer(cfg).fit()
+    published = sorted(p.name for p in (cfg.run_dir / "checkpoints").glob("step*"))
+    assert published == ["step0", "step1"]
