@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 from strata.checkpoints import safe_dcp
+from strata.checkpoints.files import own_file
 from strata.checkpoints.hf import config_from_hf
 from strata.checkpoints.hf_weights import from_hf_state_dict
 from strata.checkpoints.load import build_empty, load, read_metadata
@@ -71,6 +72,7 @@ def from_resume(path: Path) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    own_file(path)  # a link to a file elsewhere is never read
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own error types
@@ -91,7 +93,7 @@ def _shard_names(index: Path) -> list[str]:
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face folder: one safetensors file or an indexed set."""
     single = folder / "model.safetensors"
-    if single.is_file():
+    if single.is_file() or single.is_symlink():
         return _safetensors(single)
     index = folder / "model.safetensors.index.json"
     if index.is_file():

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from strata.checkpoints.files import sha256_file
+from strata.checkpoints.files import own_file, sha256_file
 from strata.checkpoints.hf import config_from_hf
 from strata.checkpoints.hf_weights import from_hf_state_dict
 from strata.model import GPT, ModelConfig
@@ -108,7 +108,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = Fa
     if verify:
         verify_revision(path)
     config = load_config(path)
-    weights = path / WEIGHTS
+    weights = own_file(path / WEIGHTS)  # never a link to a file elsewhere
     if not weights.is_file():
         pickled = sorted(p.name for p in path.glob("*") if p.suffix in PICKLED)
         why = f"; {', '.join(pickled)} not loaded: pickled weights are refused" if pickled else ""

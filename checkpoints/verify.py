@@ -104,7 +104,12 @@ def _read_meta(folder: Path, step: int, report: Report) -> RevisionMeta | None:
 def _check_files(folder: Path, listed: dict, bar: Any, report: Report) -> str | None:
     """Re-hash a revision's files against `listed`; returns a hash of its weights."""
     present = {p.name: p for p in folder.iterdir() if p.name != REVISION_META}
-    actual = {n: _hash(p, bar) for n, p in sorted(present.items()) if p.is_file()}
+    for p in sorted(present.values()):
+        if p.is_symlink():  # never followed: it could point anywhere
+            report.add("symlink", p, f"a link to {os.readlink(p)}; revision files must be regular")
+    actual = {
+        n: _hash(p, bar) for n, p in sorted(present.items()) if p.is_file() and not p.is_symlink()
+    }
     report.files += len(actual)
     report.bytes += sum(present[n].stat().st_size for n in actual)
     for name, digest in sorted(listed.items()):

@@ -224,3 +224,28 @@ def test_names_from_run_files_stay_inside_the_run(revision: Path, resume_ckpt: P
             latest_resume(resume_dir)
         with pytest.raises(ValueError, match="is not a complete checkpoint"):
             resolve_resume(resume_dir.parent)
+
+
+def test_a_linked_weights_file_is_refused_everywhere(revision: Path, tmp_path: Path) -> None:
+    """A revision whose model.safetensors links to a file elsewhere is read by nothing."""
+    from strata.checkpoints.verify import verify
+
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    shutil.move(revision / "model.safetensors", elsewhere)
+    (revision / "model.safetensors").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match=r"model\.safetensors: a symbolic link \(to .*elsewhere"):
+        load(revision)
+    with pytest.raises(ValueError, match="a symbolic link"):
+        export_hf(revision, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    kinds = {p.kind for p in verify(revision.parent)}
+    assert "symlink" in kinds  # reported, never hashed through the link
+    hf = tmp_path / "hf"  # a sharded Hugging Face folder with one shard linked out
+    hf.mkdir()
+    (hf / "model-00001-of-00001.safetensors").symlink_to(elsewhere)
+    (hf / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"x": "model-00001-of-00001.safetensors"}}'
+    )
+    (hf / "config.json").write_text((revision / "config.json").read_text())
+    with pytest.raises(ValueError, match="a symbolic link"):
+        import_hf(hf, tmp_path / "imported")
