@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"strata: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # a read-only folder, a full disk outside training: one line
+        if os.environ.get("STRATA_DEBUG"):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"strata: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("strata: interrupted", file=sys.stderr)
         return 130
