@@ -162,7 +162,8 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
         raise ValueError(f"{cfg_path}: missing key {err}") from None
     except (json.JSONDecodeError, AttributeError, TypeError) as err:
         raise ValueError(f"{cfg_path}: not a Hugging Face config ({err})") from None
-    model = build_empty(config)
+    held = sum(t.numel() * t.element_size() for t in weights.values())
+    model = build_empty(config, "cpu", held, cfg_path)
     try:
         model.load_state_dict(from_hf_state_dict(weights, config))
     except (KeyError, RuntimeError) as err:

@@ -17,6 +17,7 @@ are not plain file names inside the folder.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,18 +87,55 @@ def _native(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, to
     return state
 
 
-def build_empty(config: ModelConfig, device: str | torch.device = "cpu") -> GPT:
+def build_empty(
+    config: ModelConfig,
+    device: str | torch.device = "cpu",
+    weight_bytes: int | None = None,
+    source: str | Path = "the config",
+) -> GPT:
     """`GPT(config)` allocated on `device`, to be filled by a strict `load_state_dict`.
 
     Built on the meta device, then `to_empty` + `init_buffers()` (rotary tables, tied
     lm_head, zero routing biases): no random numbers are drawn. The parameters hold
     uninitialised memory until loaded; a strict load (every caller's) refuses weights
-    that lack any of them, so none is ever used unfilled."""
+    that lack any of them, so none is ever used unfilled. Before anything is allocated,
+    the bytes the model needs are checked against `weight_bytes` (what the weights files
+    hold) and the memory of the machine: an absurd config fails in one line."""
     with torch.device("meta"):
         model = GPT(config)
+    _check_size(model, device, weight_bytes, source)
     model.to_empty(device=device)
     model.init_buffers()
     return model
+
+
+SLACK = 64 << 20  # buffers, a padded vocabulary's rows
+
+
+def memory_bytes(device: str | torch.device) -> int | None:
+    """The memory of `device` (GPU memory, or the machine's RAM), None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_size(model: GPT, device, weight_bytes: int | None, source) -> None:
+    """Refuse a model (on meta) larger than its weights could fill or the device holds."""
+    need = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    size = f"{need / 1e9:.3g} GB in fp32"
+    if weight_bytes is not None and need > 2 * weight_bytes + SLACK:  # bf16 files: half
+        raise ValueError(
+            f"{source}: describes a model of {size}, but its weights hold "
+            f"{weight_bytes / 1e6:.3g} MB; the config does not belong to these weights"
+        )
+    have = memory_bytes(device)
+    if have is not None and need > have:
+        raise ValueError(f"{source}: describes a model of {size}; this machine has "
+                         f"{have / 1e9:.3g} GB")  # fmt: skip
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = False) -> GPT:
@@ -117,7 +155,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = Fa
         hf_sd = load_file(str(weights), device=str(device))
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
-    model = build_empty(config, device)
+    held = sum(t.numel() * t.element_size() for t in hf_sd.values())
+    model = build_empty(config, device, held, path)
     meta = read_metadata(path)
     try:
         if meta is not None and meta.native_weights:  # our own names (no HF class fits)

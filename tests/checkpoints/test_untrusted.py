@@ -249,3 +249,32 @@ def test_a_linked_weights_file_is_refused_everywhere(revision: Path, tmp_path: P
     (hf / "config.json").write_text((revision / "config.json").read_text())
     with pytest.raises(ValueError, match="a symbolic link"):
         import_hf(hf, tmp_path / "imported")
+
+
+@pytest.mark.parametrize("key, value", [("vocab_size", 10**12), ("d_model", 2**30)])
+def test_absurd_sizes_are_refused_before_allocating(revision: Path, tmp_path: Path, key, value):
+    """A config that describes a far larger model than its weights fails in one line,
+    before anything is allocated (on a bigger machine it would first swap the host)."""
+    import json
+
+    meta_path = revision / "strata.json"
+    meta = json.loads(meta_path.read_text())
+    config = meta["model_config"] | {key: value}
+    if key == "d_model":
+        config |= {"n_heads": 1, "n_kv_heads": 1}
+    meta_path.write_text(json.dumps(meta | {"model_config": config}))
+    with pytest.raises(
+        ValueError, match=r"step4: describes a model of .* GB in fp32, but its weights hold"
+    ):
+        load(revision)
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    shutil.copy(revision / "model.safetensors", hf / "model.safetensors")
+    hf_config = json.loads((revision / "config.json").read_text())
+    hf_key = {"vocab_size": "vocab_size", "d_model": "hidden_size"}[key]
+    (hf / "config.json").write_text(json.dumps(hf_config | {hf_key: value, "head_dim": None}))
+    with pytest.raises(
+        ValueError, match=r"config.json: describes a model of .* GB in fp32, but its weights"
+    ):
+        import_hf(hf, tmp_path / "imported")
+    assert not (tmp_path / "imported").exists()
