@@ -13,6 +13,8 @@ Design choices:
 - The dataset is compared by content: the fingerprint of its `index.json` against the
   one recorded in the newest published revision, so a moved dataset resumes and an
   edited one with the same path does not.
+- Without `config.toml` (deleted), the run config recorded in the newest revision's
+  `strata.json` stands in for it.
 - A run folder without a resume checkpoint is a fresh start: nothing to compare.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from strata.run import RevisionMeta, RunPaths
 from strata.run.config import Config, ConfigError
+from strata.run.config import from_dict as config_from_dict
 from strata.run.layout import latest_resume
 
 RESUMABLE = {
@@ -66,16 +69,34 @@ def changed_keys(before: Config, now: Config) -> list[str]:
     ]
 
 
-def recorded_fingerprint(run: RunPaths) -> str | None:
-    """`data.dataset_fingerprint` of the newest published revision that records one."""
+def _newest_metas(run: RunPaths):
+    """The published revisions' strata.json, newest first (unreadable ones skipped)."""
     folders = sorted(run.checkpoints.glob("step*"), key=lambda p: p.name[4:].zfill(12))
     for folder in reversed(folders):
         try:
             meta = RevisionMeta.read(folder)
         except (OSError, ValueError):
             continue
-        if meta is not None and meta.data is not None and meta.data.dataset_fingerprint:
+        if meta is not None:
+            yield meta
+
+
+def recorded_fingerprint(run: RunPaths) -> str | None:
+    """`data.dataset_fingerprint` of the newest published revision that records one."""
+    for meta in _newest_metas(run):
+        if meta.data is not None and meta.data.dataset_fingerprint:
             return meta.data.dataset_fingerprint
+    return None
+
+
+def recorded_config(run: RunPaths) -> Config | None:
+    """RUN/config.toml, else the run config the newest revision records."""
+    cfg = run.read_config()
+    if cfg is not None:
+        return cfg
+    for meta in _newest_metas(run):
+        if meta.run:
+            return config_from_dict(meta.run)
     return None
 
 
@@ -83,7 +104,7 @@ def check_resume(run: RunPaths, cfg: Config, fingerprint: str) -> None:
     """Raise ConfigError when resuming `run` with `cfg` would mix two runs."""
     if latest_resume(run.resume) is None:
         return
-    before = run.read_config()
+    before = recorded_config(run)
     if before is None:
         return
     changed = changed_keys(before, cfg)

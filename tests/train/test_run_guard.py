@@ -49,9 +49,15 @@ def stopped_run(tiny_config):
         ({"optim.lr": 1e-4}, "optim.lr (0.003 -> 0.0001)"),
     ],
 )
-def test_resume_with_a_changed_data_order_or_model_is_refused(stopped_run, change, named):
+@pytest.mark.parametrize("config_toml", ["kept", "deleted"])
+def test_resume_with_a_changed_data_order_or_model_is_refused(
+    stopped_run, change, named, config_toml
+):
+    cfg = stopped_run(**{"run.name": "r", **change})
+    if config_toml == "deleted":  # the copy in strata.json stands in for it
+        (cfg.run_dir / "config.toml").unlink()
     with pytest.raises(ConfigError) as err:
-        Trainer(stopped_run(**{"run.name": "r", **change}))
+        Trainer(cfg)
     message = str(err.value)
     assert named in message and "\n" not in message and "new run.name" in message
 
