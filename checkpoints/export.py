@@ -114,8 +114,12 @@ def _write_new(out: Path, model: GPT, tokenizer: Tokenizer | None, info: dict) -
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_revision(tmp, model, model.config, tokenizer, info)
-    tmp.rename(out)
+    try:
+        write_revision(tmp, model, model.config, tokenizer, info)
+        tmp.rename(out)
+    except BaseException:  # disk full, interrupted: no half-written folder stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 

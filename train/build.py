@@ -107,8 +107,12 @@ def install_tokenizer(run: RunPaths, data: RunData) -> Tokenizer:
         run.root.mkdir(parents=True, exist_ok=True)
         tmp = run.root / ".tokenizer.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(dataset / "tokenizer", tmp)
-        tmp.rename(tokenizer_dir)
+        try:
+            shutil.copytree(dataset / "tokenizer", tmp)
+            tmp.rename(tokenizer_dir)
+        except OSError:  # disk full: nothing half-copied is left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     dist.barrier()
     return Tokenizer.load(tokenizer_dir)
 
