@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from strata.run.config import ConfigError
+from strata.run.config import ConfigError, load_config
 from strata.run.lock import RunLock, RunLocked
 from strata.train.trainer import RunStopped, Trainer
 
@@ -32,10 +32,20 @@ def test_a_second_trainer_on_the_same_run_is_refused(tiny_dataset, tmp_path, cap
         pass
 
 
+@pytest.fixture(scope="module")
+def trained_run(tiny_dataset, tmp_path_factory):
+    """A run stopped at step 8 (resume checkpoint step-00000008, revisions 0 1 2 4 8),
+    trained once for the module."""
+    out = tmp_path_factory.mktemp("guard")
+    overrides = tiny_overrides(tiny_dataset, out, **{"run.name": "r", "train.max_steps": 8})
+    Trainer(load_config("configs/debug.toml", overrides)).fit()
+    return out / "r"
+
+
 @pytest.fixture
-def stopped_run(tiny_config):
-    """A run stopped at step 8 (resume checkpoint step-00000008, revisions 0 1 2 4 8)."""
-    Trainer(tiny_config(**{"run.name": "r", "train.max_steps": 8})).fit()
+def stopped_run(trained_run, tiny_config, tmp_path):
+    """`tiny_config` over a fresh copy of the stopped run (as `tmp_path / "r"`)."""
+    shutil.copytree(trained_run, tmp_path / "r")
     return tiny_config
 
 
