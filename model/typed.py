@@ -62,6 +62,11 @@ def setting(
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
+def device_name(value: str) -> bool:
+    """Whether `value` names a device a config may ask for: auto, cpu, cuda or cuda:N."""
+    return value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+
+
 def closest(name: str, valid: list[str]) -> str:
     """ "did you mean 'x'? valid: a, b, c" for a name that is not one of `valid`."""
     match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)

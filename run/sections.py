@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from strata.model.typed import ConfigError, Typed, setting
+from strata.model.typed import ConfigError, Typed, device_name, setting
 
 __all__ = [
     "CheckpointConfig",
@@ -116,10 +116,7 @@ class TrainConfig(Typed):
     """Steps in the running mean that `spike_factor` compares against."""
 
     def check(self) -> None:
-        dev = self.device
-        if dev not in ("auto", "cpu", "cuda") and not (
-            dev.startswith("cuda:") and dev[5:].isdigit()
-        ):
+        if not device_name(self.device):
             self.fail("device", "auto, cpu, cuda or cuda:N")
         if self.global_batch_size % self.micro_batch_size:
             self.fail(

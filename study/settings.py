@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 
 import torch
-from strata.model.typed import Typed, setting
+from strata.model.typed import Typed, device_name, setting
 
 DEFAULT_EVAL_WINDOWS = 64  # a run that records no train.eval_windows
 STUDY_VERSION = 2  # 2: every revision scored over the dataset's vocabulary
@@ -56,10 +56,7 @@ class StudySettings(Typed):
         return "--" + name.replace("_", "-")
 
     def check(self) -> None:
-        dev = self.device
-        if dev not in ("auto", "cpu", "cuda") and not (
-            dev.startswith("cuda:") and dev[5:].isdigit()
-        ):
+        if not device_name(self.device):
             self.fail("device", "auto, cpu, cuda or cuda:N")
 
     def torch_device(self) -> torch.device:
