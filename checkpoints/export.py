@@ -35,8 +35,10 @@ from strata.checkpoints.hf import config_from_hf
 from strata.checkpoints.hf_weights import from_hf_state_dict
 from strata.checkpoints.load import build_empty, load, read_metadata
 from strata.checkpoints.publish import hf_incompatibility, write_revision
+from strata.checkpoints.resume import read_trainer_state
 from strata.model import GPT, ModelConfig
 from strata.run import Located, RunPaths
+from strata.run.jsonfile import read_object
 from strata.run.layout import HF_CONFIG, TRAINER_STATE, is_revision
 from strata.tokenizer import Tokenizer
 
@@ -55,8 +57,8 @@ def resolve_resume(path: Path) -> Path:
 def from_resume(path: Path) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
     """Model weights of a DCP resume checkpoint (the optimizer state is not read)."""
     trainer = path / TRAINER_STATE
+    state = read_trainer_state(path)
     try:
-        state = json.loads(trainer.read_text())
         config = ModelConfig.from_dict(state["model_config"])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{trainer}: no usable model_config ({err!r})") from None
@@ -72,16 +74,16 @@ def from_resume(path: Path) -> tuple[GPT, Tokenizer | None, dict[str, Any]]:
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
-    own_file(path)  # a link to a file elsewhere is never read
+    file = own_file(path)  # a link to a file elsewhere is never read
     try:
-        return load_file(str(path))
+        return load_file(str(file))
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
 
 
 def _shard_names(index: Path) -> list[str]:
     try:
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        names = sorted(set(read_object(index)["weight_map"].values()))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{index}: not a safetensors index ({err!r})") from None
     for name in names:
@@ -161,7 +163,7 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
         raise FileNotFoundError(f"{cfg_path}: missing; expected a Hugging Face model folder")
     weights = read_hf_weights(src)
     try:
-        config = config_from_hf(json.loads(cfg_path.read_text()))
+        config = config_from_hf(read_object(cfg_path))
     except KeyError as err:
         raise ValueError(f"{cfg_path}: missing key {err}") from None
     except (json.JSONDecodeError, AttributeError, TypeError) as err:

@@ -1,5 +1,6 @@
 """Small file helpers for resume and published checkpoints: atomic JSON, git commit, and
-`own_file`, the rule that a checkpoint's files are regular files, never links.
+`own_file` / `read_own`, the rule that a checkpoint's files are regular files, never
+links (both from `tokenizer/fsutil.py`).
 
 Folder replacement and file hashing are shared with `tokenizer/` (its `fsutil`), atomic
 JSON with the run layer (`run/jsonfile.py`)."""
@@ -10,23 +11,16 @@ import subprocess
 from pathlib import Path
 
 from strata.run.jsonfile import write_atomic as write_json_atomic
-from strata.tokenizer.fsutil import replace_dir, sha256_file
+from strata.tokenizer.fsutil import own_file, read_own, replace_dir, sha256_file
 
-__all__ = ["git_commit", "own_file", "replace_dir", "sha256_file", "write_json_atomic"]
-
-
-def own_file(path: Path) -> Path:
-    """`path` when it is a regular file of its folder; ValueError for a symbolic link
-    (it could point anywhere: a revision reads only what is inside it) or anything that
-    is not a regular file (a FIFO, a device)."""
-    if path.is_symlink():
-        raise ValueError(
-            f"{path}: a symbolic link (to {path.readlink()}); a checkpoint's files must be "
-            "regular files inside its folder"
-        )
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{path}: not a regular file")
-    return path
+__all__ = [
+    "git_commit",
+    "own_file",
+    "read_own",
+    "replace_dir",
+    "sha256_file",
+    "write_json_atomic",
+]
 
 
 def git_commit() -> str | None:

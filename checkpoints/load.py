@@ -64,7 +64,7 @@ def load_config(path: str | Path) -> ModelConfig:
     if meta is not None:
         return _config_from(path / REVISION_META, ModelConfig.from_dict, meta.model_config)
     hf = path / HF_CONFIG
-    if not hf.is_file():
+    if not hf.exists() and not hf.is_symlink():  # anything else: read_object judges it
         raise FileNotFoundError(
             f"{path}: expected a revision folder with strata.json or config.json"
         )

@@ -23,7 +23,6 @@ writes its shards and reads the slices it needs. Saving and loading are collecti
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from strata.checkpoints import safe_dcp
 from strata.checkpoints.files import write_json_atomic
+from strata.run.jsonfile import read_object
 from strata.run.layout import LATEST, TRAINER_STATE, latest_resume, resume_name
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -190,7 +190,33 @@ def load_resume(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
     torch.set_rng_state(state["rng"]["cpu"])
+    return read_trainer_state(path)
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """`path`/trainer.json, checked: `step` a non-negative integer equal to the one in the
+    folder's name (`step-XXXXXXXX`), `tokens` a non-negative integer, the last batch's
+    loss a number or null, `model_config` an object. ValueError naming file and key."""
+    file = path / TRAINER_STATE
     try:
-        return json.loads((path / TRAINER_STATE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path / TRAINER_STATE}: not a readable trainer state ({err})") from None
+        state = read_object(file)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{file}: not a readable trainer state ({err})") from None
+    step = state.get("step")
+    if not _count(step):
+        raise ValueError(f"{file}: key 'step': expected a non-negative integer, got {step!r}")
+    if path.name.startswith("step-") and path.name != resume_name(step):
+        raise ValueError(f"{file}: step {step} disagrees with its folder's name {path.name}")
+    if "tokens" in state and state["tokens"] is not None and not _count(state["tokens"]):
+        raise ValueError(f"{file}: key 'tokens': expected a non-negative integer")
+    for key in ("last_batch_loss", "train_loss"):
+        value = state.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{file}: key {key!r}: expected a number or null, got {value!r}")
+    if not isinstance(state.get("model_config", {}), dict):
+        raise ValueError(f"{file}: key 'model_config': expected an object")
+    return state
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

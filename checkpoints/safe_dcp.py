@@ -27,7 +27,6 @@ Every refusal is a `ValueError` (an `UnsafeCheckpointError` for planted content)
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import re
@@ -36,6 +35,8 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
+from strata.run.jsonfile import read_object
+from strata.tokenizer.fsutil import own_file
 from torch.distributed.checkpoint import CheckpointException, FileSystemReader
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 from torch.distributed.checkpoint._traverse import set_element
@@ -96,7 +97,7 @@ class _MetadataUnpickler(pickle.Unpickler):
 def read_metadata_file(path: str | Path) -> Metadata:
     """The `Metadata` of a DCP `.metadata` file, unpickled through the allow-list."""
     path = Path(path)
-    if not path.is_file():
+    if not own_file(path).is_file():
         raise FileNotFoundError(f"{path}: missing; not a complete DCP checkpoint")
     try:
         with open(path, "rb") as f:
@@ -154,7 +155,7 @@ def check_files(path: Path, metadata: Metadata) -> None:
         needed[name] = max(needed.get(name, 0), int(info.offset) + int(info.length))
     for name, size in sorted(needed.items()):
         file = path / name
-        if not file.is_file():
+        if not own_file(file).is_file():
             raise ValueError(f"{file}: missing; the resume checkpoint {path} is incomplete")
         if file.stat().st_size < size:
             raise ValueError(
@@ -169,9 +170,11 @@ def check_config(path: Path, model_config: dict[str, Any] | None) -> None:
     if model_config is None or not trainer.is_file():
         return
     try:
-        saved = json.loads(trainer.read_text()).get("model_config")
-    except (ValueError, AttributeError):
-        raise ValueError(f"{trainer}: not a JSON object") from None
+        saved = read_object(trainer).get("model_config")
+    except FileNotFoundError:
+        raise
+    except ValueError as err:
+        raise ValueError(f"{trainer}: not a JSON object ({err})") from None
     if not isinstance(saved, dict):
         return  # older checkpoints: the shape check below still applies
     keys = sorted((set(saved) | set(model_config)) - RESUMABLE_FIELDS)

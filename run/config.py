@@ -35,6 +35,7 @@ from strata.run.sections import (
     RunConfig,
     TrainConfig,
 )
+from strata.tokenizer.fsutil import METADATA_LIMIT, read_own
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -183,7 +184,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(read_own(path, METADATA_LIMIT, "config").decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: invalid TOML: {err}") from None
     for text in overrides:

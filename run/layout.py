@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from strata.tokenizer.fsutil import read_own
+
 if TYPE_CHECKING:
     from strata.run.config import Config
 
@@ -163,7 +165,7 @@ def latest_resume(resume_dir: str | Path) -> Path | None:
     pointer = Path(resume_dir) / LATEST
     if not pointer.is_file():
         return None
-    name = pointer.read_text().strip()
+    name = read_own(pointer, 4096).decode("utf-8", "replace").strip()
     path = Path(resume_dir) / name
     if "/" in name or ".." in name or not (path / TRAINER_STATE).is_file():
         raise ValueError(f"{pointer}: names {name!r}, which is not a complete checkpoint")

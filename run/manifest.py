@@ -83,8 +83,8 @@ class Manifest:
     def read(cls, folder: str | Path, on_bad: BadEntry | None = None) -> Manifest:
         folder = Path(folder)
         path = folder / MANIFEST
-        if not path.is_file():
-            return cls(folder)
+        if not path.exists() and not path.is_symlink():
+            return cls(folder)  # a FIFO or a link is not missing: read_object refuses it
         raw = read_object(path)
         entries = raw.get("revisions")
         if not isinstance(entries, list):

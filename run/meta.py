@@ -146,8 +146,8 @@ class RevisionMeta:
         """The revision's `strata.json`, or None for a folder without one (a plain
         Hugging Face folder); ValueError naming the file and key when it is malformed."""
         path = Path(folder) / REVISION_META
-        if not path.is_file():
-            return None
+        if not path.exists() and not path.is_symlink():
+            return None  # a FIFO or a link is not missing: read_object refuses it
         return cls.from_dict(read_object(path), path)
 
     def write(self, folder: str | Path) -> None:

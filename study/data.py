@@ -38,6 +38,7 @@ from strata.study.discover import Target
 from strata.study.sample import MemSample, mem_sample
 from strata.study.settings import DEFAULT_EVAL_WINDOWS, StudySettings
 from strata.tokenizer import Tokenizer, text_byte_counts, validation_windows
+from strata.tokenizer.fsutil import read_own
 from strata.tokenizer.shards import TokenShards, load_index
 
 
@@ -136,9 +137,10 @@ def make_plan(target: Target, data: str | Path | None, settings: StudySettings) 
     order = _order(target, train, train_seq)
     span = settings.mem_prefix + settings.mem_length
     mem = mem_sample(train, train_seq, span, settings.mem_samples, settings.mem_seed, order)
-    blob = (dataset / "index.json").read_bytes() + json.dumps(
-        [seq_len, train_seq, order, count]
-    ).encode()
+    blob = (
+        read_own(dataset / "index.json", None, "dataset")
+        + json.dumps([seq_len, train_seq, order, count]).encode()
+    )
     key = hashlib.sha256(blob).hexdigest()
     return Plan(dataset, index, seq_len, evalset, mem, order is not None, key)
 

@@ -4,7 +4,10 @@ Design choices:
 - Steps: find the revisions (discover.py), fix the data (data.py: validation windows,
   memorisation sample), evaluate each revision or take it from the cache (cache.py),
   then write `metrics.csv`, `sources.csv`, the PNGs, `report.html` and `study.json`
-  (what was evaluated and what was cached, the settings, the time taken).
+  (what was evaluated and what was cached, the settings, the time taken) into a
+  temporary folder `OUT/.outputs.tmp-<pid>` and rename them into place, so a failed
+  write (disk full) leaves the earlier outputs as they were; the cache entries written
+  before the failure stay and a rerun continues from them.
 - One revision at a time is in memory, plus the previous one's parameters on the CPU
   for `dnorm` (reloaded from disk when the previous revision came from the cache).
 - The progress bar (tqdm) shows how many revisions came from the cache; it is off
@@ -14,6 +17,8 @@ Design choices:
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +29,7 @@ from strata.checkpoints.files import write_json_atomic
 from strata.checkpoints.load import load, load_config
 from strata.model import GPT
 from strata.study import figures as figs
-from strata.study.cache import Cache
+from strata.study.cache import Cache, write_failed
 from strata.study.data import Plan, check_compatible, make_plan
 from strata.study.discover import Revision, Target, discover
 from strata.study.evaluate import evaluate
@@ -39,6 +44,7 @@ from strata.study.tables import (
     source_rows,
     write_csv,
 )
+from strata.tokenizer.fsutil import leftover_dirs
 from tqdm import tqdm
 
 
@@ -123,6 +129,41 @@ def _facts(target: Target, plan: Plan, settings: StudySettings, evaluated: int) 
     }
 
 
+def _write_outputs(
+    out: Path,
+    target: Target,
+    plan: Plan,
+    settings: StudySettings,
+    records: list[dict],
+    evaluated: list[str],
+    start: float,
+) -> tuple[Path, list[dict]]:
+    """metrics.csv, sources.csv, the PNGs, report.html and study.json into `out`;
+    returns (the report's path, the metric rows)."""
+    pairs = list(zip(target.revisions, records, strict=True))
+    rows = [metric_row(rev, rec) for rev, rec in pairs]
+    by_source = [row for rev, rec in pairs for row in source_rows(rev, rec)]
+    write_csv(out / "metrics.csv", columns(rows), rows)
+    write_csv(out / "sources.csv", SOURCE_COLUMNS, by_source)
+    pictures = figs.curves(rows) + figs.per_source(rows, by_source)
+    pictures += figs.moe(rows, [rev.meta for rev in target.revisions])
+    for fig in pictures:
+        (out / fig.name).write_bytes(fig.png)
+    facts = _facts(target, plan, settings, len(evaluated))
+    report = write_report(
+        out / "report.html", target.name, facts, target.run_config, rows, pictures
+    )
+    write_json_atomic(out / "study.json", {
+        "source": str(target.source), "dataset": str(plan.dataset),
+        "settings": settings.to_dict() | {"data_key": plan.key},
+        "revisions": [r.name for r in target.revisions], "evaluated": evaluated,
+        "cached": [r.name for r in target.revisions if r.name not in evaluated],
+        "figures": [f.name for f in pictures],
+        "seconds": round(time.perf_counter() - start, 3),
+    })  # fmt: skip
+    return report, rows
+
+
 def study(
     run_or_dir: str | Path,
     out: str | Path | None = None,
@@ -144,30 +185,22 @@ def study(
     out = Path(out) if out is not None else target.default_out
     out.mkdir(parents=True, exist_ok=True)
     records, evaluated = evaluate_all(target, plan, settings, Cache(out / "cache", force), quiet)
-    pairs = list(zip(target.revisions, records, strict=True))
-    rows = [metric_row(rev, rec) for rev, rec in pairs]
-    by_source = [row for rev, rec in pairs for row in source_rows(rev, rec)]
-    write_csv(out / "metrics.csv", columns(rows), rows)
-    write_csv(out / "sources.csv", SOURCE_COLUMNS, by_source)
-    pictures = figs.curves(rows) + figs.per_source(rows, by_source)
-    pictures += figs.moe(rows, [rev.meta for rev in target.revisions])
-    for fig in pictures:
-        (out / fig.name).write_bytes(fig.png)
-    facts = _facts(target, plan, settings, len(evaluated))
-    report = write_report(
-        out / "report.html", target.name, facts, target.run_config, rows, pictures
-    )
-    seconds = time.perf_counter() - start
-    write_json_atomic(out / "study.json", {
-        "source": str(target.source), "dataset": str(plan.dataset),
-        "settings": settings.to_dict() | {"data_key": plan.key},
-        "revisions": [r.name for r in target.revisions], "evaluated": evaluated,
-        "cached": [r.name for r in target.revisions if r.name not in evaluated],
-        "figures": [f.name for f in pictures], "seconds": round(seconds, 3),
-    })  # fmt: skip
+    for left in leftover_dirs(out / ".outputs", complete=False):  # of a killed study
+        shutil.rmtree(left, ignore_errors=True)
+    tmp = out / f".outputs.tmp-{os.getpid()}"  # every output lands, or none changes
+    try:
+        tmp.mkdir()
+        report, rows = _write_outputs(tmp, target, plan, settings, records, evaluated, start)
+        for file in sorted(tmp.iterdir()):  # renames: no space needed
+            file.replace(out / file.name)
+    except OSError as err:
+        raise write_failed(err, out, "the report and tables") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = out / report.name
     if not quiet:
         print(
             f"study: {len(rows)} revisions ({len(rows) - len(evaluated)} cached, "
-            f"{len(evaluated)} evaluated) in {seconds:.1f}s -> {report}"
+            f"{len(evaluated)} evaluated) in {time.perf_counter() - start:.1f}s -> {report}"
         )
     return report

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .documents import expand_inputs, iter_documents
-from .fsutil import leftover_dirs, replace_dir, temp_sibling
+from .fsutil import WRITE_ERRNOS, leftover_dirs, replace_dir, temp_sibling
 from .shards import FORMAT_VERSION
 from .tok import Tokenizer
 from .writer import ShardWriter
@@ -224,6 +224,10 @@ def prepare(
         }
         (tmp / "index.json").write_text(dumps_index(index), encoding="utf-8")
         replace_dir(tmp, out_dir)
+    except OSError as err:  # disk full, say: name the dataset and what is left of it
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        raise _write_failed(err, tmp, out_dir) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if progress:
@@ -232,6 +236,15 @@ def prepare(
         ]
         print(f"prepared {out_dir}: " + ", ".join(parts))
     return index
+
+
+def _write_failed(err: OSError, tmp: Path, out_dir: Path) -> OSError:
+    """The one-line error of a failed write into `tmp`: the partial dataset is removed and
+    an older `out_dir` is left as it was (it is replaced only by the finished folder)."""
+    kept = f"{out_dir} is as it was" if out_dir.exists() else f"nothing was written to {out_dir}"
+    where = f" ({err.filename})" if err.filename else ""
+    reason = f"{err.strerror or err}{where} while writing the dataset; {kept}"
+    return OSError(err.errno, f"{reason}, and the partial {tmp.name} was removed", str(out_dir))
 
 
 def _as_list(inputs: str | Path | Sequence[str | Path] | None) -> list[str] | None:

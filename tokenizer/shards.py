@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .fsutil import sha256_file
+from .fsutil import own_file, read_own, sha256_file
 
 FORMAT_VERSION = 1
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -43,8 +43,8 @@ def load_index(dataset_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no index.json; is {dataset_dir} a prepared dataset?")
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        index = json.loads(read_own(path, None, "dataset").decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(index, dict):
         raise ValueError(f"{path}: expected a JSON object at the top, got a {_json_type(index)}")
@@ -134,7 +134,7 @@ def check_tokenizer(dataset_dir: Path, index: dict[str, Any]) -> None:
     expected = index.get("tokenizer_sha256")
     if file is None or expected is None:
         return
-    found = sha256_file(file)
+    found = sha256_file(own_file(file, "dataset"))
     if found != expected:
         raise ValueError(
             f"{file}: sha256 {found[:12]} is not the tokenizer_sha256 {str(expected)[:12]} of "
@@ -170,7 +170,7 @@ class TokenShards:
         self._doc_sources = [str(d[1]) for d in info["documents"]]
 
     def _open(self, shard: dict[str, Any], verify: bool) -> np.memmap:
-        path = self.dataset_dir / shard["file"]
+        path = own_file(self.dataset_dir / shard["file"], "dataset")  # never a link out
         if not path.is_file():
             raise FileNotFoundError(f"{path}: shard listed in index.json is missing")
         expected = shard["tokens"] * self.dtype.itemsize

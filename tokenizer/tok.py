@@ -31,7 +31,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import trainers
-from .fsutil import replace_dir, temp_sibling
+from .fsutil import METADATA_LIMIT, read_own, replace_dir, temp_sibling
+
+TOKENIZER_LIMIT = 1 << 30  # a tokenizer file may be large (a 256k vocabulary: ~20 MB)
 
 FILES = {"bpe": "tokenizer.json", "sentencepiece": "tokenizer.model"}
 CANDIDATES = {
@@ -84,7 +86,7 @@ class Tokenizer:
             if file is None:
                 raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer.model in it")
         elif path.is_file():
-            file = path
+            file = path.resolve()  # the file the caller named: a link of theirs is followed
         else:
             raise FileNotFoundError(f"{path}: tokenizer directory or file does not exist")
         if file.suffix == ".json":
@@ -93,7 +95,8 @@ class Tokenizer:
             kind = "sentencepiece"
         else:
             raise ValueError(f"{file}: expected a tokenizer.json or tokenizer.model file")
-        return cls(kind, file.read_bytes(), str(file), _config_names(file.parent))
+        data = read_own(file, TOKENIZER_LIMIT, "tokenizer")
+        return cls(kind, data, str(file), _config_names(file.parent))
 
     def save(self, out_dir: str | Path) -> list[str]:
         """Write the tokenizer file and Hugging Face side files; return the names written."""
@@ -242,8 +245,8 @@ def _config_names(folder: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        config = json.loads(read_own(path, METADATA_LIMIT, "tokenizer").decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     names = {}
     for role in ("eos", "bos", "pad"):

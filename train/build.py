@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from strata.checkpoints.resume import latest_resume, load_resume
+from strata.checkpoints.resume import latest_resume, load_resume, read_trainer_state
 from strata.model import GPT, ModelConfig
 from strata.run import RunPaths, dataset_fingerprint, resolve_dataset
 from strata.run.config import Config, ConfigError, TrainConfig, dump_toml
+from strata.run.layout import TRAINER_STATE
 from strata.tokenizer import Tokenizer, TokenShards
 from strata.train import dist
 from strata.train.data import TrainBatches, validation_batches
@@ -137,14 +138,20 @@ def write_config(run: RunPaths, cfg: Config) -> None:
 
 
 def resume(
-    resume_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    resume_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_steps: int
 ) -> tuple[int, tuple[int, float | None]]:
     """(step, (step, its train loss)) of the latest checkpoint in `resume_dir`, loaded into
-    `model` and `optimizer`; (0, (-1, None)) when there is none (a fresh run)."""
+    `model` and `optimizer`; (0, (-1, None)) when there is none (a fresh run). A checkpoint
+    past `max_steps` is refused: the run would end at once, as if done."""
     path = latest_resume(resume_dir)
     if path is None:
         return 0, (-1, None)
+    step = read_trainer_state(path)["step"]  # checked before anything is loaded
+    if step > max_steps:
+        raise ValueError(
+            f"{path / TRAINER_STATE}: step {step} is past train.max_steps = {max_steps}; "
+            "raise train.max_steps to continue this run"
+        )
     state = load_resume(path, model, optimizer)
-    step = int(state["step"])
     dist.print0(f"resumed from {path} at step {step}")
     return step, (step, state.get("last_batch_loss", state.get("train_loss")))  # older name

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import math
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,11 +241,55 @@ def guarded_update(
         after(None)
 
 
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed", "inline_container.cc")
+
+
+def write_error(err: BaseException, where: Path) -> OSError | None:
+    """The OSError behind a failed write, or None when `err` is no write failure.
+
+    torch hides it: `torch.distributed.checkpoint` wraps every rank's error in a
+    `CheckpointException` (a BaseException, so `except Exception` misses it), and
+    `torch.save` into a full disk raises `RuntimeError: [enforce fail at
+    inline_container.cc] ... PytorchStreamWriter failed writing file ...` without errno.
+    """
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError):
+            return e
+        if isinstance(e, RuntimeError) and any(m in str(e) for m in _TORCH_WRITE_FAILED):
+            full = _free_bytes(where) < (1 << 20)
+            reason = os.strerror(errno.ENOSPC) if full else "a file write failed"
+            return OSError(errno.ENOSPC if full else errno.EIO, reason, str(where))
+        failures = getattr(e, "failures", None)  # CheckpointException: {rank: (exc, tb)}
+        if isinstance(failures, dict):
+            todo += [pair[0] for pair in failures.values() if isinstance(pair, tuple)]
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
+def _free_bytes(where: Path) -> int:
+    """Free bytes on the filesystem of `where` (or its nearest existing parent)."""
+    for folder in (where, *where.parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free
+    return 1 << 62
+
+
 @contextlib.contextmanager
 def write_guard(where: Path, resume_dir: Path) -> Iterator[None]:
-    """Turn an OSError of the checkpoint or publication write inside (disk full) into
-    `RunStopped`, naming `where` and the last complete checkpoint in `resume_dir`."""
+    """Turn a failed checkpoint or publication write inside (disk full: an OSError, or
+    torch's wrappers of one, `write_error`) into `RunStopped`, naming `where` and the
+    last complete checkpoint in `resume_dir`."""
     try:
         yield
-    except OSError as err:
-        raise RunStopped(write_failed(where, err, latest_resume(resume_dir))) from err
+    except BaseException as err:
+        passes = (RunStopped, KeyboardInterrupt, SystemExit, GeneratorExit)
+        cause = None if isinstance(err, passes) else write_error(err, where)
+        if cause is None:
+            raise
+        raise RunStopped(write_failed(where, cause, latest_resume(resume_dir))) from err

@@ -100,7 +100,9 @@ class Trainer:
         self.tokens_per_step, self.preempted = t.global_batch_size * t.seq_len, False
         self.guard = StepGuard(t, self.device)
         # published_loss: (step, train loss) of the last revision published or resumed
-        self.step, self.published_loss = resume(self.run.resume, self.model, self.optimizer)
+        self.step, self.published_loss = resume(
+            self.run.resume, self.model, self.optimizer, cfg.train.max_steps
+        )
         self.resume_writer = ResumeWriter(
             self.run.resume, cfg.checkpoint.keep, cfg.checkpoint.async_save
         )

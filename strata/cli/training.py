@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 EXIT_STOPPED = 1  # training stopped on a fault (see strata.train.faults.RunStopped)
@@ -30,13 +31,19 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_config)
 
 
+def given_file(path: str) -> Path:
+    """A file the user named: a link they made is theirs to follow (files named inside a
+    run or dataset never are: `tokenizer/fsutil.own_file`)."""
+    return Path(path).resolve() if Path(path).is_symlink() else Path(path)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from strata.run.config import load_config
     from strata.run.lock import RunLock
     from strata.train.dist import rank, shutdown_distributed
     from strata.train.trainer import RunStopped, Trainer
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(given_file(args.config), args.overrides)
     first = int(os.environ.get("RANK", "0")) == 0  # rank 0 holds the run for its life
     try:
         with RunLock(cfg.run_dir, held=first):  # one trainer per run folder
@@ -70,7 +77,7 @@ def summary(trainer) -> str:
 def cmd_config(args: argparse.Namespace) -> None:
     from strata.run.config import ConfigError, dump_toml, load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(given_file(args.config), args.overrides)
     if not args.get:
         print(dump_toml(cfg), end="")
         return

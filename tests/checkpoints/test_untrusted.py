@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -278,3 +279,106 @@ def test_absurd_sizes_are_refused_before_allocating(revision: Path, tmp_path: Pa
     ):
         import_hf(hf, tmp_path / "imported")
     assert not (tmp_path / "imported").exists()
+
+
+def _plant(path: Path, kind: str, tmp_path: Path) -> None:
+    """Replace `path` by a FIFO, a link to /dev/zero, a link to a file outside, or a
+    file past the metadata bound."""
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "link-out":
+        (tmp_path / "outside.json").write_text("{}")
+        path.symlink_to(tmp_path / "outside.json")
+    else:  # huge: a regular file over the bound (monkeypatched small)
+        path.write_text('{"pad": "' + "x" * 5000 + '"}')
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "link-out", "huge"])
+def test_special_metadata_files_are_never_read(revision, tmp_path, monkeypatch, kind):
+    """A FIFO would block a reader forever and /dev/zero never ends: strata.json,
+    config.json and manifest.json are read only as regular files within a size bound;
+    `verify` reports them and never hangs (an alarm fails the test instead)."""
+    import signal
+
+    import strata.run.jsonfile as jsonfile
+    from strata.checkpoints.verify import verify
+
+    monkeypatch.setattr(jsonfile.read_object, "__defaults__", (4096,))  # the bound, smaller
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("a reader blocked"))
+    signal.alarm(20)
+    saved_meta = (revision / "strata.json").read_bytes()
+    try:
+        hf = export_hf(revision, tmp_path / "hf")
+        (hf / "strata.json").unlink()  # a plain Hugging Face folder: config.json is read
+        for folder, name in ((revision, "strata.json"), (hf, "config.json")):
+            saved = (folder / name).read_bytes()
+            _plant(folder / name, kind, tmp_path)
+            with pytest.raises(
+                ValueError, match=f"{name}: (a symbolic|not a regular|.*bytes, more)"
+            ):
+                load(folder)
+            (folder / name).unlink()
+            (folder / name).write_bytes(saved)
+        _plant(revision / "strata.json", kind, tmp_path)
+        assert "bad-metadata" in {p.kind for p in verify(revision.parent)}
+        (revision / "strata.json").unlink()
+        (revision / "strata.json").write_bytes(saved_meta)
+        manifest = revision.parent / "manifest.json"
+        _plant(manifest, kind, tmp_path)
+        bad = [p.detail for p in verify(revision.parent) if p.kind == "bad-manifest"]
+        assert len(bad) == 1 and re.match("(a symbolic|not a regular|.*bytes, more)", bad[0])
+    finally:
+        signal.alarm(0)
+
+
+def test_dataset_files_are_regular_files_inside_it(tmp_path: Path) -> None:
+    """A shard or the tokenizer copy of a dataset linked to a file outside is refused."""
+    import json as _json
+
+    from strata.tokenizer import TokenShards, prepare, train_tokenizer
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(_json.dumps({"text": f"doc {i} " * 20}) + "\n" for i in range(40)))
+    train_tokenizer([corpus], tmp_path / "tok", vocab_size=300)
+    data = tmp_path / "data"
+    prepare([corpus], data, tmp_path / "tok", val_fraction=0.2, progress=False)
+    shard = data / "train-00000.bin"
+    TokenShards(data)
+    shutil.move(shard, tmp_path / "elsewhere.bin")
+    shard.symlink_to(tmp_path / "elsewhere.bin")
+    with pytest.raises(ValueError, match=r"train-00000\.bin: a symbolic link .*a dataset's files"):
+        TokenShards(data)
+    shard.unlink()
+    shutil.move(tmp_path / "elsewhere.bin", shard)
+    tok = data / "tokenizer" / "tokenizer.json"
+    shutil.move(tok, tmp_path / "tok.json")
+    tok.symlink_to(tmp_path / "tok.json")
+    with pytest.raises(ValueError, match=r"tokenizer\.json: a symbolic link"):
+        TokenShards(data)
+
+
+def test_a_hugging_face_hub_cache_snapshot_is_imported(revision: Path, tmp_path: Path) -> None:
+    """The one link that is followed: `REPO/snapshots/REV/NAME -> ../../blobs/HASH`, how
+    huggingface_hub stores downloads; a link from a snapshot to elsewhere is not."""
+    hf = export_hf(revision, tmp_path / "hf")
+    repo = tmp_path / "models--org--name"
+    snapshot_dir, blobs = repo / "snapshots" / "abc123", repo / "blobs"
+    snapshot_dir.mkdir(parents=True)
+    blobs.mkdir()
+    for file in sorted(hf.iterdir()):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copy(file, blobs / digest)
+        (snapshot_dir / file.name).symlink_to(Path("../../blobs") / digest)
+    imported = import_hf(snapshot_dir, tmp_path / "imported")
+    a, b = load(revision).state_dict(), load(imported).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    weights = snapshot_dir / "model.safetensors"
+    target = blobs / os.readlink(weights).split("/")[-1]
+    shutil.move(target, tmp_path / "stray")
+    weights.unlink()
+    weights.symlink_to(tmp_path / "stray")  # out of the repository's blobs: refused
+    with pytest.raises(ValueError, match="a symbolic link"):
+        import_hf(snapshot_dir, tmp_path / "imported2")

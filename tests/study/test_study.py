@@ -1,9 +1,11 @@
 """`strata study` end to end on a tiny trained run: CSVs, report, cache, HF folders, errors."""
 
 import base64
+import errno
 import io
 import json
 import math
+import os
 import re
 import shutil
 
@@ -257,3 +259,46 @@ def test_command_line(tiny_run, tmp_path, capsys):
     assert main(["study", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("strata: error: ") and "missing" in err[0]
+
+
+def test_full_disk_keeps_the_earlier_outputs_and_the_cache(tiny_run, tmp_path, monkeypatch, capsys):
+    """Out of space while caching a revision, then while writing the report: one line,
+    no temporary file left, the earlier report and tables byte for byte, the revisions
+    cached before kept, and a rerun continues from them."""
+    import strata.run.jsonfile as jsonfile
+    import strata.study.run as study_run
+
+    out = tmp_path / "s"
+    first = study(tiny_run, out, **SMALL)
+    outputs = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    cli = ["study", str(tiny_run), "--out", str(out), "--quiet", "--mem-samples", "8"]
+    args = [*cli, "--eval-windows", "4"]  # other settings: every revision again
+    real_fsync, real_report = os.fsync, study_run.write_report
+
+    def full(fd):  # the cache entry of step4 is written, but cannot be made durable
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(f"step4.json.tmp-{os.getpid()}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(jsonfile.os, "fsync", full)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"strata: error: {out}: No space left on device")
+    assert "while writing the results of step4" in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == outputs
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+    def report_then_full(path, *a):
+        real_report(path, *a)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.undo()
+    monkeypatch.setattr(study_run, "write_report", report_then_full)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "while writing the report and tables" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == outputs
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["cache"]  # no .outputs.tmp
+    monkeypatch.undo()  # space freed: the rerun evaluates nothing again
+    assert main(args) == 0
+    assert study_log(first)["evaluated"] == [] and study_log(first)["settings"]["eval_windows"] == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -123,6 +124,34 @@ def test_failure_leaves_nothing_behind(
     with pytest.raises(ValueError, match="bad.jsonl line 601: missing text field 'text'"):
         prepare([bad], tmp_path / "ds", bpe_dir, workers=workers, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["in"]
+
+
+def test_full_disk_keeps_the_older_dataset_and_a_rerun_succeeds(
+    corpus_file: Path, bpe_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from strata.tokenizer.writer import ShardWriter
+
+    from strata.cli import main
+
+    out = tmp_path / "ds"
+    prepare([corpus_file], out, bpe_dir, progress=False)
+    before = all_files(out)
+    real = ShardWriter.write
+
+    def write_then_fill(self, tokens):
+        real(self, tokens[: len(tokens) // 2])  # half of it landed, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # no file name, like numpy's
+
+    monkeypatch.setattr(ShardWriter, "write", write_then_fill)
+    args = ["prepare", str(corpus_file), "--tokenizer", str(bpe_dir), "--out", str(out)]
+    assert main([*args, "--overwrite", "--shard-tokens", "999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"strata: error: {out}: No space left"), err
+    assert f"{out} is as it was" in err[0]
+    assert sorted(os.listdir(tmp_path)) == ["ds"] and all_files(out) == before
+    monkeypatch.setattr(ShardWriter, "write", real)  # space freed
+    assert main([*args, "--overwrite", "--shard-tokens", "999"]) == 0
+    assert TokenShards(out).index["shard_tokens"] == 999 and sorted(os.listdir(tmp_path)) == ["ds"]
 
 
 def test_argument_errors(corpus_file: Path, bpe_dir: Path, tmp_path: Path) -> None:

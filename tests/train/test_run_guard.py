@@ -108,3 +108,46 @@ def test_non_finite_weights_are_never_published(tiny_config, monkeypatch):
         Trainer(cfg).fit()
     published = sorted(p.name for p in (cfg.run_dir / "checkpoints").glob("step*"))
     assert published == ["step0", "step1"]
+
+
+@pytest.mark.parametrize(
+    "step, rename, message",
+    [
+        (None, False, r"key 'step': expected a non-negative integer, got None"),
+        (3.7, False, r"key 'step': expected a non-negative integer, got 3\.7"),
+        (10**6, False, r"step 1000000 disagrees with its folder's name step-00000008"),
+        (10**6, True, r"step 1000000 is past train\.max_steps = 12; raise train\.max_steps"),
+    ],
+    ids=["missing", "float", "folder-name", "past-max-steps"],
+)
+def test_a_tampered_trainer_state_is_refused(stopped_run, tmp_path, capsys, step, rename, message):
+    """trainer.json's step: an integer, the one in its folder's name, not past max_steps;
+    else one line before anything is written (not a KeyError, a truncated step, or a
+    run that ends at once as done)."""
+    import json
+
+    from tests.conftest import tiny_overrides as overrides
+
+    resume = tmp_path / "r" / "resume"
+    folder = resume / "step-00000008"
+    state = json.loads((folder / "trainer.json").read_text())
+    state.pop("step") if step is None else state.update(step=step)
+    (folder / "trainer.json").write_text(json.dumps(state))
+    if rename:
+        folder = folder.rename(resume / "step-01000000")
+        (resume / "latest").write_text("step-01000000\n")
+    files = lambda: {  # noqa: E731 - every file but the lock's pid and host
+        p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file() and p.name != ".lock"
+    }
+    before = files()
+    cfg = stopped_run()
+    args = [
+        "train",
+        "configs/debug.toml",
+        *overrides(cfg.data.dataset, tmp_path, **{"run.name": "r"}),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert str(folder / "trainer.json") in err[0]
+    assert files() == before
