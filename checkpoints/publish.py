@@ -328,6 +328,20 @@ class Publisher:
         self.pending = None
         write.result()
 
+    def failed(self) -> tuple[int, BaseException] | None:
+        """(step, error) of a background write that has ended with an error, without
+        waiting (rank 0); None while it runs, after it succeeded, or with none."""
+        if self.pending is None or not self.pending[1].done():
+            return None
+        step, write = self.pending
+        err = write.exception()
+        return None if err is None else (step, err)
+
+    def discard(self) -> None:
+        """Forget a failed write (its folder is already removed; `failed` reported it)."""
+        if self.pending is not None and self.pending[1].done():
+            self.pending = None
+
     def close(self) -> None:
         """Complete the write in flight and stop the thread."""
         try:

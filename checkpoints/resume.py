@@ -196,7 +196,10 @@ def load_resume(
 def read_trainer_state(path: Path) -> dict[str, Any]:
     """`path`/trainer.json, checked: `step` a non-negative integer equal to the one in the
     folder's name (`step-XXXXXXXX`), `tokens` a non-negative integer, the last batch's
-    loss a number or null, `model_config` an object. ValueError naming file and key."""
+    loss a number or null, `model_config` an object, `unlogged_records` (metrics records
+    a full disk kept out of metrics.jsonl) a list of records, `unpublished` (revisions
+    whose publication failed) a list of steps. ValueError naming file and
+    key."""
     file = path / TRAINER_STATE
     try:
         state = read_object(file)
@@ -215,6 +218,14 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
             raise ValueError(f"{file}: key {key!r}: expected a number or null, got {value!r}")
     if not isinstance(state.get("model_config", {}), dict):
         raise ValueError(f"{file}: key 'model_config': expected an object")
+    records = state.get("unlogged_records", [])
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and _count(r.get("step")) for r in records
+    ):
+        raise ValueError(f"{file}: key 'unlogged_records': expected a list of metrics records")
+    unpublished = state.get("unpublished", [])
+    if not isinstance(unpublished, list) or not all(_count(s) for s in unpublished):
+        raise ValueError(f"{file}: key 'unpublished': expected a list of steps")
     return state
 
 

@@ -200,7 +200,10 @@ def _check_chain(metas: dict, known: dict[str, int], expect: dict, ckpt: Path, r
             detail = f"batches_seen {data.batches_seen!r} at step {known[name]}"
             report.add("chain-batches", path, detail)
         consumed = known[name] * (data.global_batch_size or 0)
-        if data.windows_consumed is not None and data.windows_consumed != consumed:
+        if data.windows_consumed is not None and data.global_batch_size is None:
+            detail = "data.global_batch_size is missing or null; windows_consumed is unchecked"
+            report.add("bad-metadata", path, detail)
+        elif data.windows_consumed is not None and data.windows_consumed != consumed:
             detail = f"windows_consumed {data.windows_consumed!r}, expected {consumed}"
             report.add("chain-batches", path, detail)
         for key in (k for k in LEDGER_KEYS if getattr(data, k) is not None):

@@ -14,8 +14,9 @@ Design choices:
   resume checkpoint, or any folder of `stepN` revisions. It reads nothing but names and
   the presence of marker files, follows no symbolic links out of a folder, and fails
   with one line naming the path and what was expected.
-- Revision folders are `stepN` with N a plain decimal (`step01` is not a revision name:
-  two folders could otherwise both be step 1); resume folders are `step-%08d`.
+- Revision folders are `stepN` with N a plain ASCII decimal (`step01` is not a revision
+  name: two folders could otherwise both be step 1; `named_step` reads the step such a
+  name spells, for messages only); resume folders are `step-%08d`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 STUDY = "study"
 SPIKES = "spikes"
 
-STEP_DIR = re.compile(r"step(0|[1-9]\d*)")
+STEP_DIR = re.compile(r"step(0|[1-9][0-9]*)")  # ASCII digits: `int` reads others too
+STEP_LIKE = re.compile(r"step([0-9]+)")
 RESUME_DIR = re.compile(r"step-(\d{8})")
 TMP_REVISION = re.compile(r"\.step\d+\.tmp")
 
@@ -58,6 +60,13 @@ def revision_name(step: int) -> str:
 def revision_step(name: str) -> int | None:
     """N of a revision folder name `stepN`, or None when `name` is not one."""
     match = STEP_DIR.fullmatch(name)
+    return int(match[1]) if match else None
+
+
+def named_step(name: str) -> int | None:
+    """The step any `step<digits>` name spells (`step01` -> 1), or None: what a folder's
+    name claims, for messages. Only `revision_step` says whether it is a revision."""
+    match = STEP_LIKE.fullmatch(name)
     return int(match[1]) if match else None
 
 

@@ -2,9 +2,15 @@
 
 Design choices:
 - What the path is comes from the run layer (`strata.run.locate`); a revision is a
-  folder named `stepN` holding `strata.json` or a Hugging Face `config.json`; hidden
-  `.stepN.tmp` folders of a publication in progress are ignored. Revisions are sorted by
-  N, never by name.
+  folder named `stepN` (the run layer's `revision_step`: no leading zeros) holding
+  `strata.json` or a Hugging Face `config.json`; hidden `.stepN.tmp` folders of a
+  publication in progress are ignored. Revisions are sorted by N, never by name.
+- The step is the folder's name, and a `strata.json` that records another step is an
+  error naming the folder and both steps (a mislabelled revision would put its numbers
+  at the wrong point of every curve). A revision-like folder with a non-canonical name
+  (`step01`) is not a revision, as `strata verify` has it: it is left out, listed in
+  `Target.ignored`, and never counts as a second step 1 (its `strata.json`, when it
+  records another step, is still refused).
 - The input may be a run folder (`runs/<name>` with `checkpoints/`), its
   `checkpoints/` folder, or any folder of `stepN` revisions (for example Hugging Face
   revisions of a family Strata imports). The run folder, when there is one, supplies
@@ -23,7 +29,7 @@ from typing import Any
 
 from strata.checkpoints.files import sha256_file
 from strata.run import RevisionMeta, locate
-from strata.run.layout import STUDY, WEIGHTS, is_revision, revision_step
+from strata.run.layout import STUDY, WEIGHTS, is_revision, named_step, revision_step
 
 
 @dataclass
@@ -58,6 +64,15 @@ class Target:
     revisions: list[Revision]
     run_config: dict[str, Any]
     """The run's resolved config as a dict (every default written out), or {}."""
+    ignored: list[Path] = field(default_factory=list)
+    """Folders named like revisions but not canonically (`step01`): not studied."""
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per ignored folder, for the user."""
+        return [
+            f"{p}: not a revision name (stepN, no leading zeros); ignored" for p in self.ignored
+        ]
 
     @property
     def default_out(self) -> Path:
@@ -69,40 +84,71 @@ class Target:
         return str(run or (self.run_dir or self.source).resolve().name)
 
 
-def _revisions_in(folder: Path) -> list[Revision]:
-    found = []
-    for child in folder.iterdir():
-        step = revision_step(child.name)
-        if step is None or not child.is_dir():
+def _named(child: Path, meta: RevisionMeta | None) -> int:
+    """The step `child`'s name spells; ValueError when its strata.json records another."""
+    named = named_step(child.name)
+    if meta is not None and meta.step is not None and meta.step != named:
+        raise ValueError(
+            f"{child}: the folder name says step {named} but its strata.json says step {meta.step}"
+        )
+    return named
+
+
+def _misnamed_meta(child: Path) -> RevisionMeta | None:
+    """The strata.json of a folder that is not a revision, if it reads (a link: never)."""
+    if child.is_symlink():
+        return None
+    try:  # not a revision: only a step its name contradicts is the study's business
+        return RevisionMeta.read(child)
+    except (OSError, ValueError):
+        return None
+
+
+def _revisions_in(folder: Path) -> tuple[list[Revision], list[Path]]:
+    """(the revisions in `folder` by step, the `step01`-like folders that are not one)."""
+    found, ignored = [], []
+    for child in sorted(folder.iterdir()):
+        if named_step(child.name) is None or not child.is_dir():
             continue
-        if child.is_symlink():  # could point anywhere: refuse rather than follow
+        if revision_step(child.name) is None:  # as `strata verify` has it: not a revision
+            ignored.append(child)
+            _named(child, _misnamed_meta(child))
+        elif child.is_symlink():  # could point anywhere: refuse rather than follow
             raise ValueError(f"{child}: a symbolic link, not a revision folder; not followed")
-        if is_revision(child):
-            found.append(Revision(child.name, step, child, RevisionMeta.read(child)))
-    return sorted(found, key=lambda r: r.step)
+        elif is_revision(child):
+            meta = RevisionMeta.read(child)
+            found.append(Revision(child.name, _named(child, meta), child, meta))
+    return sorted(found, key=lambda r: r.step), ignored
+
+
+def _none(path: Path, ignored: list[Path]) -> ValueError:
+    why = f"; {', '.join(p.name for p in ignored)}: not stepN (no leading zeros)" if ignored else ""
+    return ValueError(
+        f"{path}: no revision folders (stepN with strata.json or config.json); expected a "
+        f"run folder, its checkpoints/ folder or a folder of stepN revisions{why}"
+    )
 
 
 def discover(path: str | Path) -> Target:
-    """The revisions under `path`, in step order; a clear error when there are none."""
+    """The revisions under `path`, in step order; a clear error when there are none, or
+    when a folder's name and its strata.json disagree on the step."""
     path = Path(path)
-    none = ValueError(
-        f"{path}: no revision folders (stepN with strata.json or config.json); expected a "
-        "run folder, its checkpoints/ folder or a folder of stepN revisions"
-    )
     try:
         where = locate(path)
     except ValueError:
-        if path.is_dir():
-            raise none from None
+        if path.is_dir():  # no stepN folder: still name a mislabelled or misnamed one
+            raise _none(path, _revisions_in(path)[1]) from None
         raise
     if where.kind == "revision":
         raise ValueError(f"{path}: is one revision; pass the folder that holds the stepN folders")
     folder = where.checkpoints
-    revisions = _revisions_in(folder) if folder is not None and folder.is_dir() else []
+    found = _revisions_in(folder) if folder is not None and folder.is_dir() else ([], [])
+    revisions, ignored = found
     if where.kind == "resume" or not revisions:
-        raise none
+        raise _none(path, ignored)
     cfg = where.run.read_config() if where.run is not None else None
     run_config = cfg.to_dict() if cfg is not None else {}
     if not run_config:  # a copy of the resolved config travels in every strata.json
         run_config = next((r.meta.run for r in revisions if r.meta and r.meta.run), {})
-    return Target(path, where.run.root if where.run else None, revisions, run_config)
+    run_dir = where.run.root if where.run else None
+    return Target(path, run_dir, revisions, run_config, ignored)

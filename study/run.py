@@ -12,7 +12,8 @@ Design choices:
   for `dnorm` (reloaded from disk when the previous revision came from the cache).
 - The progress bar (tqdm) shows how many revisions came from the cache; it is off
   with `quiet` or when stderr is not a terminal. Unless `quiet`, one summary line is
-  printed at the end.
+  printed at the end. Folders left out for a non-canonical name (`step01`) are one
+  `note:` line each on stderr, `quiet` or not, and listed in `study.json` (`ignored`).
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ def _write_outputs(
         "settings": settings.to_dict() | {"data_key": plan.key},
         "revisions": [r.name for r in target.revisions], "evaluated": evaluated,
         "cached": [r.name for r in target.revisions if r.name not in evaluated],
+        "ignored": [p.name for p in target.ignored],
         "figures": [f.name for f in pictures],
         "seconds": round(time.perf_counter() - start, 3),
     })  # fmt: skip
@@ -181,6 +183,8 @@ def study(
     start = time.perf_counter()
     settings = StudySettings.from_dict({**(settings or StudySettings()).to_dict(), **knobs})
     target = discover(run_or_dir)
+    for note in target.notes:
+        print(f"note: {note}", file=sys.stderr)
     plan = make_plan(target, data, settings)
     out = Path(out) if out is not None else target.default_out
     out.mkdir(parents=True, exist_ok=True)

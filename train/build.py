@@ -26,7 +26,7 @@ from strata.checkpoints.resume import latest_resume, load_resume, read_trainer_s
 from strata.model import GPT, ModelConfig
 from strata.run import RunPaths, dataset_fingerprint, resolve_dataset
 from strata.run.config import Config, ConfigError, TrainConfig, dump_toml
-from strata.run.layout import TRAINER_STATE
+from strata.run.layout import TRAINER_STATE, is_revision
 from strata.tokenizer import Tokenizer, TokenShards
 from strata.train import dist
 from strata.train.data import TrainBatches, validation_batches
@@ -138,20 +138,55 @@ def write_config(run: RunPaths, cfg: Config) -> None:
 
 
 def resume(
-    resume_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_steps: int
-) -> tuple[int, tuple[int, float | None]]:
-    """(step, (step, its train loss)) of the latest checkpoint in `resume_dir`, loaded into
-    `model` and `optimizer`; (0, (-1, None)) when there is none (a fresh run). A checkpoint
+    run: RunPaths,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    max_steps: int,
+) -> tuple[int, tuple[int, float | None], list[dict]]:
+    """(step, (step, its train loss), the metrics records it holds that metrics.jsonl
+    missed) of the checkpoint to resume from, loaded into `model` and `optimizer`;
+    (0, (-1, None), []) when there is none (a fresh run). It is `resume/latest`, unless
+    that one stopped without publishing a revision (`_before_missing`). A checkpoint
     past `max_steps` is refused: the run would end at once, as if done."""
-    path = latest_resume(resume_dir)
+    path = latest_resume(run.resume)
     if path is None:
-        return 0, (-1, None)
-    step = read_trainer_state(path)["step"]  # checked before anything is loaded
+        return 0, (-1, None), []
+    state = read_trainer_state(path)  # checked before anything is loaded
+    step = state["step"]
     if step > max_steps:
         raise ValueError(
             f"{path / TRAINER_STATE}: step {step} is past train.max_steps = {max_steps}; "
             "raise train.max_steps to continue this run"
         )
+    path = _before_missing(run, path, state.get("unpublished", []))
+    step = read_trainer_state(path)["step"]
     state = load_resume(path, model, optimizer)
     dist.print0(f"resumed from {path} at step {step}")
-    return step, (step, state.get("last_batch_loss", state.get("train_loss")))  # older name
+    loss = state.get("last_batch_loss", state.get("train_loss"))  # the older name
+    return step, (step, loss), state.get("unlogged_records", [])
+
+
+def _before_missing(run: RunPaths, latest: Path, unpublished: list[int]) -> Path:
+    """`latest`, or, when it records revisions it stopped without publishing (a
+    publication that failed: train/stops.py) and one is still missing, the newest
+    complete checkpoint at or before that revision, so that retraining from it (the same
+    steps, the same weights) publishes it. `latest` when none is left."""
+    missing = sorted(s for s in unpublished if not is_revision(run.revision(s)))
+    if not missing:
+        return latest
+    older = []
+    for path in sorted(run.resume.glob("step-*")):
+        if path.is_dir() and (path / TRAINER_STATE).is_file() and path != latest:
+            if read_trainer_state(path)["step"] <= missing[0]:
+                older.append(path)
+    if not older:
+        dist.print0(
+            f"note: revision step{missing[0]} was never published and no resume checkpoint "
+            f"before it is left; resuming from {latest}, without it"
+        )
+        return latest
+    dist.print0(
+        f"note: revision step{missing[0]} was never published: resuming from {older[-1]}, "
+        "the newest checkpoint before it, to publish it"
+    )
+    return older[-1]

@@ -143,16 +143,17 @@ def weights_finite(model: torch.nn.Module) -> bool:
     return float(dist.all_reduce_mean(bad)) == 0.0
 
 
-def ensure_finite(model: torch.nn.Module, step: int, resume_dir: Path) -> None:
-    """Stop the run (RunStopped) instead of publishing revision `step` of non-finite
-    weights; the resume checkpoints written so far are kept."""
+def ensure_finite(model: torch.nn.Module, step: int, resume_dir: Path, then: str = "") -> None:
+    """Stop the run (RunStopped) when the weights after `step` are not all finite, before
+    `then` happens (publishing revision `step`, writing its checkpoint; at a log step,
+    nothing); the resume checkpoints written so far are kept."""
     if weights_finite(model):
         return
     latest = latest_resume(resume_dir)
     kept = f"the resume checkpoint {latest.name} is kept" if latest else "no resume checkpoint"
     raise RunStopped(
-        f"the weights are not all finite after step {step}: revision step{step} was not "
-        f"published and the run stopped ({kept}); lower optim.lr or raise train.grad_clip, "
+        f"the weights are not all finite after step {step}: {then}the run stopped ({kept}); "
+        "lower optim.lr, optim.weight_decay or model.init_std, or raise train.grad_clip, "
         "then rerun to resume"
     )
 

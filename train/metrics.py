@@ -14,6 +14,7 @@ unknown and MFU is recorded as null.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -208,7 +209,8 @@ class MetricsLogger:
     def close(self) -> None:
         if not self.enabled:
             return
-        self.file.close()
+        with contextlib.suppress(OSError):  # a failed write was raised by `log` already
+            self.file.close()
         if self.bar is not None:
             self.bar.close()
         if self.wandb is not None:

@@ -14,7 +14,8 @@ device, read back only at log, eval and publication steps (every step while
 Around the loop: `train/build.py` (model, data, run files), `train/metrics.py` (the
 metrics record), `train/evaluate.py` (validation loss), `train/moe_stats.py` (MoE
 layers), `train/faults.py` (bad steps, skipped on the device, `train.max_bad_steps` in
-a row stop the run; loss spikes in `RUN/spikes/`; failed writes, `write_guard`).
+a row stop the run; loss spikes in `RUN/spikes/`; failed writes, `write_guard`;
+`train/stops.py`: a failed late write stops at once with a resume checkpoint).
 
 Under torchrun the model is sharded with FSDP2 (`train/parallelize.py`): every forward
 is a collective, so every process runs `train_step`, `evaluate` and `maybe_publish`
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from pathlib import Path
 
 import torch
 from strata.checkpoints.publish import Publisher
@@ -55,7 +55,6 @@ from strata.train.faults import (
     ensure_finite,
     guarded_update,
     sequence_losses,
-    write_guard,
 )
 from strata.train.metrics import (
     MetricsLogger,
@@ -69,13 +68,14 @@ from strata.train.moe_stats import extra_losses, update_router_bias, validation_
 from strata.train.optim import build_optimizer, lr_at, set_lr
 from strata.train.preempt import Preemption
 from strata.train.resume_check import check_resume
+from strata.train.stops import WriteFaults
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 __all__ = ["RunStopped", "Trainer"]  # RunStopped: the CLI catches it from here
 
 
-class Trainer:
+class Trainer(WriteFaults):
     def __init__(self, cfg: Config) -> None:
         self.cfg, self.run, t = cfg, RunPaths(cfg.run_dir), cfg.train
         self.run_dir = self.run.root
@@ -100,14 +100,14 @@ class Trainer:
         self.tokens_per_step, self.preempted = t.global_batch_size * t.seq_len, False
         self.guard = StepGuard(t, self.device)
         # published_loss: (step, train loss) of the last revision published or resumed
-        self.step, self.published_loss = resume(
-            self.run.resume, self.model, self.optimizer, cfg.train.max_steps
+        self.publish_at = set(publish_steps(t.max_steps, p.every, p.extra_steps, p.log_spaced))
+        self.step, self.published_loss, unlogged = resume(
+            self.run, self.model, self.optimizer, t.max_steps
         )
         self.resume_writer = ResumeWriter(
             self.run.resume, cfg.checkpoint.keep, cfg.checkpoint.async_save
         )
         write_config(self.run, cfg)
-        self.publish_at = set(publish_steps(t.max_steps, p.every, p.extra_steps, p.log_spaced))
         flops = self.model.flops_per_token(t.seq_len)
         peak = peak_flops(self.device, cfg.log.peak_tflops)
         z_loss = cfg.model.z_loss > 0
@@ -115,6 +115,8 @@ class Trainer:
         self.logger = MetricsLogger(
             self.run.root, cfg.log, t.max_steps, self.step, cfg.to_dict(), dist.is_rank0()
         )
+        for record in unlogged:  # kept in the checkpoint when metrics.jsonl was full
+            self.logger.log(record)
 
     def train_step(self, step: int) -> StepResult:
         """One optimizer update on global batch `step`; returns device values."""
@@ -168,9 +170,13 @@ class Trainer:
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
         every = self.cfg.checkpoint.every
         if force or step % every == 0 or step == self.cfg.train.max_steps:
-            self._wait_publication(before=step)  # revisions up to `latest` are complete
+            self._wait_publication(step, before=step)  # revisions up to `latest`: complete
+            then = "its resume checkpoint was not written and "
+            ensure_finite(self.model, step, self.run.resume, then)
             state = {"tokens": step * self.tokens_per_step}
             state["model_config"] = self.cfg.model.to_dict()
+            state["unlogged_records"] = self.unlogged  # metrics.jsonl was full (stops.py)
+            state["unpublished"] = self.unpublished  # a publication failed (stops.py)
             if self.published_loss[0] == step:  # a revision of this step may still be
                 state["last_batch_loss"] = self.published_loss[1]  # writing: rewritable as is
             self.resume_writer.save(step, self.model, self.optimizer, state)
@@ -180,10 +186,11 @@ class Trainer:
         evaluation and the gathering of the sharded weights are collectives; rank 0 writes."""
         if step not in self.publish_at:
             return
-        self._wait_publication()  # the manifest lists every earlier revision
+        self._wait_publication(step)  # the manifest lists every earlier revision
         if self._already_published(step):
             return
-        ensure_finite(self.model, step, self.run.resume)  # never a revision of NaN weights
+        then = f"revision step{step} was not published and "  # never one of NaN weights
+        ensure_finite(self.model, step, self.run.resume, then)
         if val_loss is None:
             val_loss = self.evaluate()
         self.published_loss = (step, batch_loss)
@@ -222,28 +229,16 @@ class Trainer:
             step, out, elapsed, step - since, lr, digest, reading, self.guard.spikes
         )
         record["val_loss"] = val_loss
-        self.logger.log(record)
+        self._log_line(step, self.logger, record)
         if record["loss"] is None and self.cfg.train.max_bad_steps == 0:
             raise RunStopped(self.guard.not_finite(step))
         if reading is not None and reading.diverged_at:  # max_bad_steps in a row
             self._save_or_stop(step, force=True)
             self.resume_writer.wait()
             raise RunStopped(self.guard.divergence(reading.diverged_at, step))
+        then = f"revision step{step} was not published and " if step in self.publish_at else ""
+        ensure_finite(self.model, step, self.run.resume, then)  # a collective, a sync point
         return record["loss"]
-
-    def _writing(self, where: Path):
-        """`faults.write_guard`: a failed write at `where` (disk full) stops the run."""
-        return write_guard(where, self.run.resume)
-
-    def _save_or_stop(self, step: int, force: bool = False) -> None:
-        with self._writing(self.run.resume):
-            self.maybe_checkpoint(step, force=force)
-
-    def _wait_publication(self, before: int | None = None) -> None:
-        """`Publisher.wait`, turning a failed background write into `RunStopped`."""
-        pending = self.publisher.pending
-        with self._writing(self.run.checkpoints / f"step{pending[0] if pending else '?'}"):
-            self.publisher.wait(before)
 
     def fit(self) -> None:
         step = self.step
@@ -256,7 +251,7 @@ class Trainer:
             step = self._loop(step, preemption)
             with self._writing(self.run.resume):  # the last checkpoint is complete
                 self.resume_writer.wait()
-            self._wait_publication()
+            self._wait_publication(step)
         finally:
             with contextlib.suppress(OSError):  # already raised, or another error is
                 self.publisher.close()  # rank 0's thread: no collective
@@ -283,8 +278,9 @@ class Trainer:
             if step in self.publish_at:
                 if loss is None:  # every process takes part in the reduction
                     loss = finite_or_none(dist.all_reduce_mean(out.loss).item())
-                with self._writing(self.run.revision(step)):
+                with self._keeping_work(step, self.run.revision(step)):
                     self.maybe_publish(step, loss, val_loss)
+            self._check_background(step, log_step=loss is not None)
             stop = preemption.requested()
             self._save_or_stop(step, force=stop)
             t_last += time.perf_counter() - t_side

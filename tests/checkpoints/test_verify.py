@@ -130,6 +130,45 @@ def test_ledger_data_fields(run):
     }
 
 
+NESTED = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+@pytest.mark.parametrize(
+    "file, change, kind",
+    [
+        ("step4/strata.json", lambda m: m["data"].update(global_batch_size=None), "bad-metadata"),
+        ("step4/strata.json", lambda m: m["data"].update(global_batch_size={}), "bad-metadata"),
+        ("step4/strata.json", lambda m: m.update(data=[1]), "bad-metadata"),
+        ("step4/strata.json", lambda m: m.update(step="4"), "bad-metadata"),
+        ("step4/strata.json", NESTED, "bad-metadata"),
+        ("manifest.json", NESTED, "bad-manifest"),
+        ("manifest.json", lambda m: m.update(revisions=[[1]]), "bad-manifest"),
+    ],
+    ids=["gbs-null", "gbs-object", "data-list", "step-string", "nested-meta",
+         "nested-manifest", "manifest-entry-list"],
+)  # fmt: skip
+def test_malformed_metadata_is_a_problem_never_a_pass_or_a_crash(run, file, change, kind):
+    path = run / "checkpoints" / file
+    if isinstance(change, str):
+        path.write_text(change)
+    else:
+        edit_json(path, change)
+    problems = verify(run)
+    assert kind in {p.kind for p in problems}, problems
+    assert all(p.path.startswith(str(run)) and "\n" not in p.detail for p in problems)
+
+
+@pytest.mark.parametrize("text", ["max_steps = 3.5", "max_steps = 'x'", "max_steps = -1"])
+def test_a_malformed_config_toml_is_a_problem(run, text):
+    import re
+
+    config = run / "config.toml"
+    config.write_text(re.sub(r"max_steps = \d+", text, config.read_text()))
+    result = strata("verify", str(run))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"PROBLEM bad-config {config}: train.max_steps" in result.stdout
+
+
 def test_temp_folder_is_a_note(run):
     (run / "checkpoints/.step16.tmp").mkdir()
     report = check(run, progress=False)

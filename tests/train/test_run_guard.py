@@ -1,6 +1,7 @@
 """One run, never two mixed: the run-folder lock, resume refusing a changed config, and
 no revision of non-finite weights ever published."""
 
+import json
 import re
 import shutil
 
@@ -108,6 +109,38 @@ def test_non_finite_weights_are_never_published(tiny_config, monkeypatch):
         Trainer(cfg).fit()
     published = sorted(p.name for p in (cfg.run_dir / "checkpoints").glob("step*"))
     assert published == ["step0", "step1"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"log.every": 1}, "not all finite after step 3: the run stopped"),
+        ({"log.every": 100, "checkpoint.every": 3},
+         "not all finite after step 3: its resume checkpoint was not written and the run"),
+    ],
+    ids=["log-step", "checkpoint-step"],
+)  # fmt: skip
+def test_non_finite_weights_stop_the_run_at_the_next_log_or_checkpoint_step(
+    tiny_config, monkeypatch, extra, message
+):
+    """Weights made non-finite by an update whose loss and gradients were finite (no
+    revision is due at step 3) stop the run there, with no checkpoint of them written."""
+    cfg = tiny_config(**{"run.name": "poisoned", "train.max_steps": 8, **extra})
+    original = Trainer.train_step
+
+    def poison_at_step_3(self, step):
+        out = original(self, step)
+        if step == 2:
+            with torch.no_grad():
+                self.model.lm_head.weight[0, 0] = float("inf")
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poison_at_step_3)
+    with pytest.raises(RunStopped, match=message):
+        Trainer(cfg).fit()
+    assert not (cfg.run_dir / "resume").exists() or not list((cfg.run_dir / "resume").iterdir())
+    records = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["step"] <= 3 for r in records)  # nothing trained past it
 
 
 @pytest.mark.parametrize(
