@@ -8,11 +8,13 @@ the result is also a Strata checkpoint.
 
 Import reads a local Hugging Face folder (`config.json` plus `model.safetensors` or
 sharded `model-*.safetensors` with their index) of a family Strata knows, and writes it
-as a Strata checkpoint. Only safetensors are read; a folder holding only pickled
-`pytorch_model.bin` weights is refused. Resume checkpoints are read through
-`checkpoints/safe_dcp.py` (allow-listed metadata unpickler, `weights_only` values), so a
-planted DCP file is refused, never run. A truncated or corrupt weight file is a ValueError
-naming it.
+as a Strata checkpoint; `load_any` (`strata generate`) reads a sharded folder through the
+same `read_hf_model`, so each shard the index names must be a plain file name inside the
+folder and a regular file (`own_file`), never a link elsewhere. Only safetensors are
+read; a folder holding only pickled `pytorch_model.bin` weights is refused. Resume
+checkpoints are read through `checkpoints/safe_dcp.py` (allow-listed metadata unpickler,
+`weights_only` values), so a planted DCP file is refused, never run. A truncated or
+corrupt weight file is a ValueError naming it.
 
 Both write into a temporary folder and rename it into place; an existing output is
 never overwritten.
@@ -39,7 +41,14 @@ from strata.checkpoints.resume import read_trainer_state
 from strata.model import GPT, ModelConfig
 from strata.run import Located, RunPaths
 from strata.run.jsonfile import read_object
-from strata.run.layout import HF_CONFIG, TRAINER_STATE, is_revision
+from strata.run.layout import (
+    HF_CONFIG,
+    REVISION_META,
+    TRAINER_STATE,
+    WEIGHTS,
+    WEIGHTS_INDEX,
+    is_revision,
+)
 from strata.tokenizer import Tokenizer
 
 
@@ -94,10 +103,10 @@ def _shard_names(index: Path) -> list[str]:
 
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face folder: one safetensors file or an indexed set."""
-    single = folder / "model.safetensors"
+    single = folder / WEIGHTS
     if single.is_file() or single.is_symlink():
         return _safetensors(single)
-    index = folder / "model.safetensors.index.json"
+    index = folder / WEIGHTS_INDEX
     if index.is_file():
         weights: dict[str, torch.Tensor] = {}
         for name in _shard_names(index):
@@ -125,11 +134,24 @@ def _write_new(out: Path, model: GPT, tokenizer: Tokenizer | None, info: dict) -
     return out
 
 
+def _sharded_hf(folder: Path) -> bool:
+    """A Hugging Face folder (no strata.json) whose weights are indexed shards only."""
+    single = folder / WEIGHTS
+    return (
+        (folder / WEIGHTS_INDEX).is_file()
+        and not (single.exists() or single.is_symlink())
+        and not (folder / REVISION_META).exists()
+    )
+
+
 def load_any(src: str | Path) -> tuple[GPT, Tokenizer | None]:
-    """Model and tokenizer of a revision, HF folder, resume checkpoint or run folder."""
+    """Model and tokenizer of a revision, HF folder (one safetensors file or sharded),
+    resume checkpoint or run folder."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such checkpoint folder")
+    if is_revision(src) and _sharded_hf(src):  # what `strata import` reads, read the same way
+        return read_hf_model(src).eval(), _tokenizer_in(src)
     if is_revision(src):
         return load(src), _tokenizer_in(src)
     model, tokenizer, _ = from_resume(resolve_resume(src))
@@ -155,9 +177,9 @@ def export_hf(src: str | Path, out: str | Path) -> Path:
     return _write_new(out, model, tokenizer, info)
 
 
-def import_hf(src: str | Path, out: str | Path) -> Path:
-    """Read a local Hugging Face folder into a Strata checkpoint folder `out`."""
-    src, out = Path(src), Path(out)
+def read_hf_model(src: Path) -> GPT:
+    """Our `GPT` (on the CPU) from a local Hugging Face folder: `config.json` plus one
+    `model.safetensors` or an indexed set of shards (`read_hf_weights`)."""
     cfg_path = src / HF_CONFIG
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path}: missing; expected a Hugging Face model folder")
@@ -175,6 +197,13 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
     except (KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"{src}: weights do not fit {cfg_path.name} ({first})") from None
+    return model
+
+
+def import_hf(src: str | Path, out: str | Path) -> Path:
+    """Read a local Hugging Face folder into a Strata checkpoint folder `out`."""
+    src, out = Path(src), Path(out)
+    model = read_hf_model(src)
     match = re.fullmatch(r"step(\d+)", src.name)
     info = {"step": int(match.group(1)) if match else None, "imported_from": str(src)}
     return _write_new(out, model, _tokenizer_in(src), info)

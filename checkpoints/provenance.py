@@ -77,6 +77,11 @@ def read_run(run_dir: str | Path, dataset: str | Path | None = None) -> RunSpec:
     if cfg is None:
         raise FileNotFoundError(f"{run_dir}: no config.toml; expected a run folder")
     run = where.run
+    if len(cfg.data.sources) > 1:
+        raise ValueError(
+            f"{run_dir}: trained on a mixture of {len(cfg.data.sources)} sources; "
+            "`strata batch` answers for runs of one dataset only so far"
+        )
     data = Path(dataset) if dataset else resolve_dataset(cfg.data.dataset, run.root,
                                                         cfg.run.out_dir)  # fmt: skip
     spec = RunSpec.of(run, cfg, data)

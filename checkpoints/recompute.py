@@ -78,10 +78,11 @@ class Windows:
         if key not in self.cache:
             out_dir = (meta.run or {}).get("run", {}).get("out_dir", "runs")
             dataset = resolve_dataset(data.dataset, self.run_root, out_dir)
-            if (
-                data.dataset_fingerprint
-                and dataset_fingerprint(dataset) != data.dataset_fingerprint
-            ):
+            sources = meta.extra.get("sources")  # a mixture: the first source's index
+            first = sources[0] if isinstance(sources, list) and sources else None
+            expected = first.get("fingerprint") if isinstance(first, dict) else None
+            expected = expected if sources else data.dataset_fingerprint
+            if expected and dataset_fingerprint(dataset) != expected:
                 return f"dataset {dataset} is not the one the run recorded (fingerprint)"
             val = TokenShards(dataset, "val")
             picks = validation_windows(val.n_windows(data.seq_len), count)

@@ -214,6 +214,35 @@ def _check_chain(metas: dict, known: dict[str, int], expect: dict, ckpt: Path, r
                 report.add(kind, path, f"data.{key} {got!r} but {where} has {value!r}")
 
 
+_SOURCE_KEYS = {"name": str, "dataset": str, "fingerprint": str, "weight": int}
+
+
+def _check_sources(metas: dict, known: dict[str, int], ckpt: Path, report: Report) -> None:
+    """A mixture's `sources` (name, dataset, index.json sha256, integer weight): well
+    formed, and the same in every revision of the run."""
+    first: tuple[str, Any] | None = None
+    for name in sorted(metas, key=lambda n: (known.get(n, 0), n)):
+        sources, path = metas[name].extra.get("sources"), ckpt / name / REVISION_META
+        if sources is None:
+            continue
+        ok = (
+            isinstance(sources, list)
+            and sources
+            and all(
+                isinstance(x, dict)
+                and all(isinstance(x.get(k), t) for k, t in _SOURCE_KEYS.items())
+                for x in sources
+            )
+        )
+        if not ok:
+            report.add("bad-metadata", path, "'sources': expected a list of {name, dataset, "
+                       "fingerprint, weight}")  # fmt: skip
+        elif first is None:
+            first = (name, sources)
+        elif sources != first[1]:
+            report.add("data-mismatch", path, f"sources differ from {first[0]}'s")
+
+
 def check(
     path: str | Path, progress: bool | None = None, recompute: bool = False,
     tolerance: float | None = None, device: str = "cpu",
@@ -257,6 +286,7 @@ def check(
     if schedule_cfg is not None:
         _check_schedule(schedule_cfg, known, ckpt, report)
     _check_chain(metas, known, _expected_ledger(run, cfg, report), ckpt, report)
+    _check_sources(metas, known, ckpt, report)
     if recompute:
         _recompute(ckpt, run, metas, pairs, report, (tolerance, device, progress))
     return report

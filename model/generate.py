@@ -9,12 +9,40 @@ Design choices:
   `transformers`' greedy `generate`.
 - Generation stops after `max_new_tokens`, at the model's `max_seq_len`, or when every
   sequence has produced `eos_id`.
+- The sampling arguments are checked once, before any forward pass, by a typed
+  `Sampling` (`model/typed.py`): a NaN temperature or `top_p = 0` is a one-line
+  ValueError naming the argument, not a NaN probability deep inside `multinomial`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import NoReturn
+
 import torch
 from strata.model.kv_cache import KVCache
+from strata.model.typed import Typed, setting
+
+
+@dataclass(frozen=True)
+class Sampling(Typed):
+    """The arguments of `generate` that choose tokens, validated on creation
+    (`max_new_tokens = -1: expected an integer >= 0`)."""
+
+    max_new_tokens: int = setting(100, ge=0, expected="an integer >= 0")
+    """Tokens to add at most (0: the prompt comes back unchanged)."""
+    temperature: float = setting(1.0, ge=0, expected="a finite number >= 0 (0 = greedy)")
+    """Logits are divided by it before sampling; 0 is greedy decoding (argmax)."""
+    top_k: int = setting(0, ge=0, expected="an integer >= 0 (0 = no top-k filter)")
+    """Sample among the k most likely tokens only; 0 turns the filter off."""
+    top_p: float = setting(1.0, gt=0, le=1, expected="a number in (0, 1] (1 = off)")
+    """Sample within the smallest set of tokens holding this probability mass; 1 is off."""
+
+    def fail(self, name: str, expected: str) -> NoReturn:
+        """Every error of a field says what the field accepts (NaN, a bool, a float k)."""
+        rules = next(f.metadata for f in dataclasses.fields(self) if f.name == name)
+        super().fail(name, rules.get("expected", expected))
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -62,7 +90,9 @@ def generate(
     """Extend prompts idx (B, T) by up to max_new_tokens tokens; returns (B, T + n).
 
     `vocab` limits the choice to the first `vocab` token ids (a tokenizer smaller than the
-    model's output, e.g. a foreign folder whose config counts padding rows)."""
+    model's output, e.g. a foreign folder whose config counts padding rows). Out-of-range
+    sampling arguments raise ValueError naming the argument (see `Sampling`)."""
+    Sampling(max_new_tokens, temperature, top_k, top_p)
     B, T = idx.shape
     max_len = min(model.config.max_seq_len, T + max_new_tokens)
     if T >= model.config.max_seq_len:

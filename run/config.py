@@ -198,13 +198,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return from_dict(raw)
 
 
-def _without_none(values: dict[str, Any]) -> dict[str, Any]:
-    """`values` with None left out at every depth (TOML has no null)."""
-    return {
-        k: _without_none(v) if isinstance(v, dict) else v
-        for k, v in values.items()
-        if v is not None
-    }
+def _without_none(values: Any) -> Any:
+    """`values` with None left out at every depth, lists of tables too (TOML has no null)."""
+    if isinstance(values, list):
+        return [_without_none(v) for v in values]
+    if not isinstance(values, dict):
+        return values
+    return {k: _without_none(v) for k, v in values.items() if v is not None}
 
 
 def dump_toml(cfg: Config) -> str:

@@ -11,6 +11,7 @@ the key and what was expected. Loading TOML and overrides into these is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from strata.model.typed import ConfigError, Typed, device_name, setting
@@ -23,6 +24,7 @@ __all__ = [
     "OptimConfig",
     "PublishConfig",
     "RunConfig",
+    "SourceConfig",
     "TrainConfig",
 ]
 
@@ -45,20 +47,61 @@ class RunConfig(Typed):
 
 
 @dataclass
+class SourceConfig(Typed):
+    """One prepared dataset of a mixture (`[[data.sources]]`)."""
+
+    PREFIX: ClassVar[str] = "data.sources."
+
+    dataset: str
+    """Folder written by `strata prepare`; every source shares one tokenizer."""
+    weight: float = setting(1.0, gt=0)
+    """Its share of the sequences, relative to the other weights (read as the exact
+    decimal written: 0.7 is 7/10)."""
+    max_repetition: float | None = setting(None, gt=0)
+    """At most this many epochs of the source over the run (the run refuses to start
+    otherwise, naming the steps the mixture supports); unset: no limit."""
+    name: str | None = None
+    """The source's name in metrics (`val_loss/<name>`), the ledger and the study;
+    default: the dataset folder's name."""
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.dataset).name
+
+    def check(self) -> None:
+        if self.name is not None and (not self.name or set("/\\ \0") & set(self.name)):
+            self.fail("name", "a name without '/', '\\' or spaces")
+
+
+@dataclass
 class DataConfig(Typed):
     PREFIX: ClassVar[str] = "data."
 
     dataset: str = "runs/_data/stdlib/shards"
-    """Folder written by `strata prepare` (shards + index.json + tokenizer/)."""
+    """Folder written by `strata prepare` (shards + index.json + tokenizer/). With
+    `sources`, the first source's dataset (its validation split gives `val_loss`)."""
     verify: bool = False
     """Check every shard's sha256 against the index before training."""
+    sources: list[SourceConfig] = setting(default_factory=list)
+    """A mixture of prepared datasets (`[[data.sources]]` tables: `dataset`, `weight`,
+    `max_repetition`, `name`); empty: `dataset` alone. docs/ARCHITECTURE.md gives the
+    order."""
+
+    def check(self) -> None:
+        if not self.sources:
+            return
+        labels = [s.label for s in self.sources]
+        if len(set(labels)) < len(labels):
+            dup = next(x for x in labels if labels.count(x) > 1)
+            raise ConfigError(f"data.sources: two sources named {dup!r}; give one a `name`")
+        object.__setattr__(self, "dataset", self.sources[0].dataset)
 
 
 @dataclass
 class TrainConfig(Typed):
     PREFIX: ClassVar[str] = "train."
 
-    seed: int = 1337
+    seed: int = setting(1337, ge=0, le=2**63 - 1, expected="an integer in [0, 2**63 - 1]")
     """Seeds weight init and the data order (a seeded permutation per epoch)."""
     seq_len: int = setting(256, gt=0)
     """Tokens per training sequence (must not exceed model.max_seq_len)."""

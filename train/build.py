@@ -18,13 +18,13 @@ initialised model, and the data.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from strata.checkpoints.resume import latest_resume, load_resume, read_trainer_state
 from strata.model import GPT, ModelConfig
-from strata.run import RunPaths, dataset_fingerprint, resolve_dataset
+from strata.run import RunPaths
 from strata.run.config import Config, ConfigError, TrainConfig, dump_toml
 from strata.run.layout import TRAINER_STATE, is_revision
 from strata.tokenizer import Tokenizer, TokenShards
@@ -32,6 +32,7 @@ from strata.train import dist
 from strata.train.data import TrainBatches, validation_batches
 from strata.train.materialize import materialize
 from strata.train.parallelize import parallelize
+from strata.train.sources import open_sources, validation_splits
 
 
 def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
@@ -44,6 +45,15 @@ def resolve_model_config(cfg: Config, vocab_size: int) -> ModelConfig:
             f"vocabulary size ({vocab_size})"
         )
     return cfg.model
+
+
+def preflight(cfg: Config) -> None:
+    """The checks of the settings against the dataset, made before the run folder is
+    created or locked (`strata train`): every source opens, they share a tokenizer and
+    none would pass its `max_repetition`, and an explicit `model.vocab_size` holds the
+    vocabulary. Reads the datasets' indexes only."""
+    sources = open_sources(cfg, verify=False)  # every source, one tokenizer, repetition
+    resolve_model_config(cfg, sources.train[0].vocab_size)
 
 
 def build_model(config: ModelConfig, train: TrainConfig, device: torch.device) -> GPT:
@@ -64,32 +74,44 @@ class RunData:
     """The data of a run, as this process sees it."""
 
     dataset: Path
-    """The prepared dataset folder (`run.resolve_dataset` of `data.dataset`)."""
+    """The prepared dataset folder (`run.resolve_dataset` of `data.dataset`); for a
+    mixture, the first source's."""
     train_shards: TokenShards
     fingerprint: str
-    """sha256 of the dataset's index.json (`strata.json` `data.dataset_fingerprint`)."""
+    """sha256 of the dataset's index.json, or of a mixture's sources
+    (`strata.json` `data.dataset_fingerprint`; train/sources.py)."""
     batches: TrainBatches
     """This process's rows of every global batch."""
     val_batches: list[torch.Tensor]
     """Fixed validation micro-batches (rows, seq_len + 1); [] without a validation split."""
+    val_sources: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    """A mixture's validation micro-batches per source name ({} for one dataset)."""
+    source_records: list[dict] = field(default_factory=list)
+    """A mixture's sources as every revision records them (`train/sources.py`)."""
+
+
+def _validation(split: TokenShards, t: TrainConfig) -> list[torch.Tensor]:
+    if split.n_tokens <= t.seq_len:
+        return []
+    return validation_batches(split, t.seq_len, t.micro_batch_size, t.eval_windows)
 
 
 def load_data(cfg: Config) -> RunData:
-    """Open `data.dataset` for training and validation (`data.verify` checks the shards)."""
-    dataset = resolve_dataset(cfg.data.dataset, cfg.run_dir, cfg.run.out_dir)
-    t = cfg.train
-    shards = TokenShards(dataset, "train", verify=cfg.data.verify)
+    """Open `data.dataset`, or the sources of a mixture, for training and validation
+    (`data.verify` checks the shards)."""
+    sources, t = open_sources(cfg), cfg.train
     batches = TrainBatches(
-        shards, t.seq_len, t.global_batch_size, t.micro_batch_size, t.seed,
-        dist.rank(), dist.world_size(),
+        sources.train if sources.weights else sources.train[0], t.seq_len,
+        t.global_batch_size, t.micro_batch_size, t.seed, dist.rank(), dist.world_size(),
+        weights=sources.weights,
     )  # fmt: skip
-    val = TokenShards(dataset, "val", verify=cfg.data.verify)
-    val_batches = (
-        validation_batches(val, t.seq_len, t.micro_batch_size, t.eval_windows)
-        if val.n_tokens > t.seq_len
-        else []
-    )
-    return RunData(dataset, shards, dataset_fingerprint(dataset), batches, val_batches)
+    val_sources = {n: _validation(v, t) for n, v in validation_splits(cfg, sources).items()}
+    val = next(iter(val_sources.values()), None)
+    if val is None:
+        val = _validation(TokenShards(sources.datasets[0], "val", verify=cfg.data.verify), t)
+    first, shards = sources.datasets[0], sources.train[0]
+    fingerprint, records = sources.fingerprint, sources.records
+    return RunData(first, shards, fingerprint, batches, val, val_sources, records)
 
 
 def install_tokenizer(run: RunPaths, data: RunData) -> Tokenizer:

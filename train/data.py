@@ -1,7 +1,9 @@
 """Batches for the trainer, drawn from token shards by the data-order contract.
 
 Global batch N is `tokenizer.order.batch_window_indices(n_windows, seed, global_batch,
-N)`: a pure function of the dataset, seed, sequence length, global batch size and N. A
+N)`, or for a mixture of datasets `tokenizer.mixture.Mixture.batch` (which is the same
+for one source): a pure function of the data, seed, sequence length, global batch size
+and N. A
 process takes only its own rows (`rank_slice`), then splits them into micro-batches, so
 neither the number of processes nor the micro-batch size changes what is trained on.
 Validation uses fixed, evenly spaced windows of the validation split
@@ -19,27 +21,33 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
-from strata.tokenizer import TokenShards, batch_window_indices, rank_slice, validation_windows
+from strata.tokenizer import TokenShards, rank_slice, validation_windows
+from strata.tokenizer.mixture import Mixture, MixtureBatch
 
 
 class TrainBatches:
-    """This process's share of every global batch, as (inputs, targets) micro-batches."""
+    """This process's share of every global batch, as (inputs, targets) micro-batches,
+    from one dataset or a mixture (`shards` a list, with integer `weights`)."""
 
     def __init__(
         self,
-        shards: TokenShards,
+        shards: TokenShards | list[TokenShards],
         seq_len: int,
         global_batch_size: int,
         micro_batch_size: int,
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        weights: tuple[int, ...] | None = None,
     ) -> None:
-        self.shards, self.seq_len, self.seed = shards, seq_len, seed
+        self.sources = list(shards) if isinstance(shards, list) else [shards]
+        self.shards, self.seq_len, self.seed = self.sources[0], seq_len, seed
         self.global_batch_size = global_batch_size
         self.micro_batch_size = micro_batch_size
         self.rows = rank_slice(global_batch_size, world_size, rank)
-        self.n_windows = shards.n_windows(seq_len)
+        counts = tuple(s.n_windows(seq_len) for s in self.sources)
+        self.mixture = Mixture(weights or (1,) * len(counts), counts, seed)
+        self.n_windows = sum(counts)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: tuple[int, Future] | None = None  # (step, rows being read)
         self.last_rows: torch.Tensor | None = None  # (rows, T + 1) of the last batch served
@@ -51,14 +59,19 @@ class TrainBatches:
                 f"{micro_batch_size}"
             )
 
+    def origin(self, step: int) -> MixtureBatch:
+        """Source, window and epoch of every row of global batch `step` (all ranks')."""
+        return self.mixture.batch(self.global_batch_size, step)
+
     def window_indices(self, step: int) -> np.ndarray:
-        """Window indices of global batch `step` (all ranks' rows), shape (global_batch,)."""
-        return batch_window_indices(self.n_windows, self.seed, self.global_batch_size, step)
+        """Window indices (in their source) of global batch `step`, shape (global_batch,)."""
+        return self.origin(step).windows
 
     def local_tokens(self, step: int) -> torch.Tensor:
         """This process's rows of batch `step`: (rows, seq_len + 1) int64."""
-        windows = self.window_indices(step)[self.rows]
-        rows = [self.shards.window(int(w), self.seq_len) for w in windows]
+        origin = self.origin(step)
+        pairs = zip(origin.sources[self.rows], origin.windows[self.rows], strict=True)
+        rows = [self.sources[s].window(int(w), self.seq_len) for s, w in pairs]
         return torch.from_numpy(np.stack(rows))
 
     def _read(self, step: int, pin: bool) -> torch.Tensor:

@@ -104,12 +104,17 @@ def replay(run_dir: str | Path, revision: str, atol: float = DEFAULT_ATOL) -> Re
         raise ValueError(f"--replay {revision}: expected a published revision stepN of {run.root}")
     cfg = _config(run, step)
     start = _start(run, step)
-    dataset = resolve_dataset(cfg.data.dataset, run.root, cfg.run.out_dir)
+
+    def found(path: str) -> str:  # resolved before the run folder moves to `tmp`
+        return str(resolve_dataset(path, run.root, cfg.run.out_dir).resolve())
+
+    sources = [dataclasses.replace(s, dataset=found(s.dataset)) for s in cfg.data.sources]
+    data = dataclasses.replace(cfg.data, dataset=found(cfg.data.dataset), sources=sources)
     with tempfile.TemporaryDirectory(prefix="strata-replay-") as tmp:
         cfg = dataclasses.replace(
             cfg,
             run=dataclasses.replace(cfg.run, out_dir=tmp),
-            data=dataclasses.replace(cfg.data, dataset=str(dataset.resolve())),
+            data=data,
             log=dataclasses.replace(cfg.log, wandb_project="", progress=False),
         )
         if start:

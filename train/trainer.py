@@ -89,6 +89,8 @@ class Trainer(WriteFaults):
         data = load_data(cfg)
         self.train_shards, self.dataset_fingerprint = data.train_shards, data.fingerprint
         self.batches, self.val_batches = data.batches, data.val_batches
+        self.val_sources, self.source_losses = data.val_sources, {}  # a mixture's
+        self.source_records = data.source_records
         self.tokenizer = install_tokenizer(self.run, data)
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
         check_resume(self.run, cfg, self.dataset_fingerprint)  # the same run, or refused
@@ -163,9 +165,14 @@ class Trainer(WriteFaults):
             return self.model(inputs, targets, segment_ids=segments)
 
     def evaluate(self) -> float | None:
-        """Mean loss over the fixed validation batches (None without a val split)."""
+        """Mean loss over the fixed validation batches (None without a val split); a
+        mixture scores each source (`source_losses`), the first one is the run's."""
         self.model.eval()
-        return validation_loss(self._forward, self.val_batches, self.device)
+        if not self.val_sources:
+            return validation_loss(self._forward, self.val_batches, self.device)
+        batches = self.val_sources.items()
+        self.source_losses = {n: validation_loss(self._forward, b, self.device) for n, b in batches}
+        return next(iter(self.source_losses.values()))
 
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
         every = self.cfg.checkpoint.every
@@ -202,6 +209,8 @@ class Trainer(WriteFaults):
                 "last_batch_loss": batch_loss, "val_loss": val_loss, "data": cursor,
                 "eval_dtype": eval_dtype(self.dtype, self.cfg.train.param_dtype),
                 "run": self.cfg.to_dict()}  # fmt: skip
+        if self.source_records:  # a mixture: its sources, their validation losses
+            info |= {"sources": self.source_records, "source_val_loss": self.source_losses}
         if self.cfg.model.moe is not None:
             info["moe_routing"] = validation_routing(self._forward, self.val_batches, self.device)
         self.publisher.publish(step, self.model, self.cfg.model, self.tokenizer, info)
@@ -229,6 +238,8 @@ class Trainer(WriteFaults):
             step, out, elapsed, step - since, lr, digest, reading, self.guard.spikes
         )
         record["val_loss"] = val_loss
+        if val_loss is not None:  # `val_loss/<source>` of a mixture
+            record |= {f"val_loss/{n}": v for n, v in self.source_losses.items()}
         self._log_line(step, self.logger, record)
         if record["loss"] is None and self.cfg.train.max_bad_steps == 0:
             raise RunStopped(self.guard.not_finite(step))

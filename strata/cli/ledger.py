@@ -9,6 +9,11 @@ The work is done by `checkpoints/provenance.py`, `checkpoints/verify.py`,
 `checkpoints/recompute.py` and `train/replay.py`; this module
 only parses arguments and prints. Usage errors raise ValueError (`strata: error: ...`,
 exit 2, from `strata/cli/__init__.py`); `strata verify` exits 1 when it finds a problem.
+
+`--step` may pass the run's max_steps (the batch a longer run would use, with a note),
+but not the int64 range of the data order's sample index, `step * global_batch_size +
+row`: `--step 4611686018427387904` is one line naming the allowed range, as are a
+`--world` that does not divide the global batch and a `--rank` outside it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from strata.tokenizer import Tokenizer
 
 MAX_HITS_SHOWN = 50
+INT64_MAX = 2**63 - 1  # the data order's sample indices are int64 (tokenizer/order.py)
 
 
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,6 +89,10 @@ def cmd_batch(args: argparse.Namespace) -> None:
     if (args.rank is None) != (args.world is None) or (args.rank is not None and args.step is None):
         raise ValueError("--rank and --world go together, with --step")
     spec = read_run(args.run, args.dataset)
+    if args.step is not None:
+        _check_step(args.step, spec.global_batch_size, spec.max_steps)
+    if args.world is not None:
+        _check_slice(args.rank, args.world, spec.global_batch_size)
     shards = TokenShards(spec.dataset, "train")
     tok_dir = RunPaths(spec.run_dir).tokenizer
     tok = Tokenizer.load(tok_dir if tok_dir.is_dir() else spec.dataset / "tokenizer")
@@ -99,6 +109,24 @@ def cmd_batch(args: argparse.Namespace) -> None:
         _json({"run": str(spec.run_dir), **found})
     else:
         _found_text(found)
+
+
+def _check_step(step: int, batch: int, max_steps: int) -> None:
+    """Refuse a step whose rows' sample indices (step * batch + row) pass int64."""
+    last = (INT64_MAX + 1) // batch - 1  # (last + 1) * batch - 1 == the largest index
+    if not 0 <= step <= last:
+        raise ValueError(
+            f"--step {step}: expected a step in [0, {last}] (global_batch_size {batch}; "
+            f"steps from max_steps {max_steps} on show the batch a longer run would use)"
+        )
+
+
+def _check_slice(rank: int, world: int, batch: int) -> None:
+    """Refuse a --world that does not divide the global batch, a --rank outside it."""
+    if world < 1 or batch % world:
+        raise ValueError(f"--world {world}: expected a divisor of global_batch_size {batch}")
+    if not 0 <= rank < world:
+        raise ValueError(f"--rank {rank}: expected a rank in [0, {world}) (--world {world})")
 
 
 def _batch_json(spec: RunSpec, batch: Batch, tok: Tokenizer, args: argparse.Namespace) -> None:

@@ -40,10 +40,12 @@ def given_file(path: str) -> Path:
 def cmd_train(args: argparse.Namespace) -> None:
     from strata.run.config import load_config
     from strata.run.lock import RunLock
+    from strata.train.build import preflight
     from strata.train.dist import rank, shutdown_distributed
     from strata.train.trainer import RunStopped, Trainer
 
     cfg = load_config(given_file(args.config), args.overrides)
+    preflight(cfg)  # every setting checked before the run folder is made
     first = int(os.environ.get("RANK", "0")) == 0  # rank 0 holds the run for its life
     try:
         with RunLock(cfg.run_dir, held=first):  # one trainer per run folder

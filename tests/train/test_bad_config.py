@@ -191,3 +191,29 @@ def test_reliability_doc_names_existing_tests():
         tree = ast.parse((root / "tests" / path).read_text())
         functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         assert name in functions, f"docs/reliability.md names tests/{path}::{name}"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.eps=-1.0", "optim.eps = -1.0: expected a value > 0"),
+        ("model.vocab_size=10", "model.vocab_size = 10: expected at least the dataset's"),
+        ("train.seed=-1", "train.seed = -1: expected an integer in [0, 2**63 - 1]"),
+        ("train.seed=18446744073709551616", "train.seed = 18446744073709551616: expected"),
+        ("optim.weight_decay=inf", "optim.weight_decay = inf: expected a finite number"),
+        ("model.init_std=inf", "model.init_std = inf: expected a finite number"),
+        ("model.rope_theta=nan", "model.rope_theta = nan: expected a finite number"),
+    ],
+)
+def test_bad_settings_fail_before_the_run_folder_exists(
+    tiny_dataset, tmp_path, capsys, override, message
+):
+    """Every setting is checked before anything is written: no run folder, no lock, no
+    revision of step 0 (a bad seed once failed only after publishing it)."""
+    from strata.cli import main
+
+    overrides = tiny_overrides(tiny_dataset, tmp_path, **{"run.name": "r", "train.max_steps": 2})
+    assert main(["train", "configs/debug.toml", *overrides, override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"strata: error: {message}"), err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,136 @@
+"""Training on a mixture of prepared datasets (`[[data.sources]]`): the per-source counts
+of every batch, the per-source validation losses, resumes, a one-source mixture equal to
+the plain run, and the refusals (another tokenizer, a source that would run out)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from strata.run.config import ConfigError, load_config
+from strata.train.trainer import Trainer
+
+from tests.conftest import synthetic_docs, tiny_overrides
+
+WEIGHTS = (0.6, 0.3, 0.1)
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_dataset, tmp_path_factory):
+    """Three small datasets prepared with the tiny dataset's tokenizer."""
+    from strata.tokenizer import prepare
+
+    root = tmp_path_factory.mktemp("sources")
+    out = []
+    for i, name in enumerate(("web", "code", "books")):
+        for split, docs in (("train", synthetic_docs(60 + 40 * i, 2000 * i)),
+                            ("val", synthetic_docs(12, 2000 * i + 900))):  # fmt: skip
+            with open(root / f"{name}-{split}.jsonl", "w") as f:
+                f.writelines(json.dumps(d) + "\n" for d in docs)
+        prepare([root / f"{name}-train.jsonl"], root / name, tiny_dataset / "tokenizer",
+                val_inputs=[root / f"{name}-val.jsonl"], workers=1, progress=False)  # fmt: skip
+        out.append(root / name)
+    return out
+
+
+def mixture(paths, weights=WEIGHTS, **extra) -> str:
+    tables = []
+    for path, weight in zip(paths, weights, strict=True):
+        more = "".join(f", {k} = {v}" for k, v in extra.get(path.name, {}).items())
+        tables.append(f"{{dataset = '{path}', weight = {weight}{more}}}")
+    return f"data.sources=[{', '.join(tables)}]"
+
+
+def config(dataset, out, *more, **extra):
+    overrides = tiny_overrides(dataset, out, **{"run.name": "m", **extra})
+    return load_config("configs/debug.toml", [*overrides, *more])
+
+
+def test_per_source_counts_and_validation_losses(sources, tmp_path):
+    cfg = config(sources[0], tmp_path, mixture(sources), **{"train.global_batch_size": 10,
+                 "train.micro_batch_size": 5, "train.max_steps": 6})  # fmt: skip
+    trainer = Trainer(cfg)
+    for step in range(6):  # 10 rows a batch: exactly 6, 3 and 1 of web, code, books
+        origin = trainer.batches.origin(step)
+        assert np.bincount(origin.sources, minlength=3).tolist() == [6, 3, 1]
+    trainer.fit()
+    records = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if r.get("val_loss") is not None]
+    assert evaluated, records
+    for r in evaluated:  # every source scored on its own split; the run's is the first's
+        assert {"val_loss/web", "val_loss/code", "val_loss/books"} <= r.keys()
+        assert r["val_loss"] == r["val_loss/web"]
+        assert len({r["val_loss/web"], r["val_loss/code"], r["val_loss/books"]}) == 3
+
+
+def test_a_resumed_mixture_trains_the_same_batches(sources, tmp_path):
+    whole = config(sources[0], tmp_path / "a", mixture(sources))
+    Trainer(whole).fit()
+    cut = config(sources[0], tmp_path / "b", mixture(sources), **{"train.max_steps": 4})
+    Trainer(cut).fit()
+    Trainer(config(sources[0], tmp_path / "b", mixture(sources))).fit()  # resumes at 4
+
+    def digests(cfg):
+        lines = (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["batch_sha256"], r["loss"]) for r in map(json.loads, lines)]
+
+    assert digests(whole) == digests(cut)
+    final = "checkpoints/step12/model.safetensors"
+    assert (whole.run_dir / final).read_bytes() == (cut.run_dir / final).read_bytes()
+
+
+def test_a_one_source_mixture_is_the_plain_run(tiny_dataset, tmp_path):
+    plain = config(tiny_dataset, tmp_path / "plain")
+    one = config(tiny_dataset, tmp_path / "one", f"data.sources=[{{dataset = '{tiny_dataset}'}}]")
+    Trainer(plain).fit()
+    Trainer(one).fit()
+    for step in ("step0", "step4", "step12"):
+        weights = f"checkpoints/{step}/model.safetensors"
+        assert (plain.run_dir / weights).read_bytes() == (one.run_dir / weights).read_bytes()
+
+
+def test_a_source_that_would_run_out_is_refused(sources, tmp_path):
+    limit = mixture(sources, **{"books": {"max_repetition": 0.1}})
+    with pytest.raises(ConfigError, match=r"'books' would be read .* the mixture supports \d+ "):
+        Trainer(config(sources[0], tmp_path, limit, **{"train.max_steps": 400}))
+    assert not (tmp_path / "m").exists()
+
+
+def test_sources_with_another_tokenizer_are_refused(sources, tmp_path):
+    from strata.tokenizer import prepare, train_tokenizer
+
+    other = tmp_path / "other"
+    other.mkdir()
+    with open(other / "t.jsonl", "w") as f:
+        for i in range(80):  # prose: another vocabulary
+            text = f"Lorem ipsum dolor sit amet {i}, consectetur adipiscing elit. " * 3
+            f.write(json.dumps({"text": text, "source": "prose"}) + "\n")
+    train_tokenizer([other / "t.jsonl"], other / "tok", vocab_size=300)
+    prepare([other / "t.jsonl"], other / "data", other / "tok", workers=1, progress=False)
+    cfg = config(sources[0], tmp_path, mixture([sources[0], other / "data"], (0.5, 0.5)))
+    with pytest.raises(ValueError, match=r"data: prepared with another tokenizer than .*web"):
+        Trainer(cfg)
+    shutil.rmtree(other)
+
+
+def test_verify_and_batch_read_a_mixture_run(sources, tmp_path, capsys):
+    from strata.checkpoints.verify import check, verify
+
+    from strata.cli import main
+
+    cfg = config(sources[0], tmp_path, mixture(sources))
+    Trainer(cfg).fit()
+    run = cfg.run_dir
+    meta = json.loads((run / "checkpoints/step4/strata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["web", "code", "books"]
+    assert [s["weight"] for s in meta["sources"]] == [6, 3, 1]
+    assert meta["source_val_loss"]["web"] == meta["val_loss"]
+    assert verify(run) == []
+    assert check(run, progress=False, recompute=True).problems == []  # the first source
+    meta["sources"][2]["weight"] = 2  # a tampered record: its hash still matches
+    (run / "checkpoints/step4/strata.json").write_text(json.dumps(meta))
+    assert "data-mismatch" in {p.kind for p in verify(run)}
+    capsys.readouterr()
+    assert main(["batch", str(run), "--step", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a mixture of 3 sources" in err[0]
