@@ -7,7 +7,8 @@
 1. Loader: `TrainBatches.micro_batches` (shard reads by the data-order contract, the
    background prefetch included) for `--steps` consecutive global batches: tokens/s, to
    compare with what the trainer consumes (benchmarks/train_step.py; the ratio is printed
-   when `--consume` gives the trainer's tokens/s).
+   when `--consume` gives the trainer's tokens/s); then the same for a `--mixture`
+   of N sources (0.6/0.3/0.1 for 3), against the single source (target: >= 0.9x).
 2. Prepare: `tokenizer.prepare` with 1 and N workers on the corpus, in MB of UTF-8 text
    per second, against `tokenizers.Tokenizer.encode_batch` on the same documents (all
    threads, no file output): the ceiling for tokenization alone.
@@ -24,14 +25,23 @@ from pathlib import Path
 
 import torch
 from strata.tokenizer import Tokenizer, TokenShards, prepare
+from strata.tokenizer.mixture import integer_weights
 from strata.train.data import TrainBatches
 
 DEFAULT = Path("runs/_data/stdlib")
+MIXTURE_WEIGHTS = {3: [0.6, 0.3, 0.1]}
 
 
-def loader(dataset: Path, seq_len: int, batch: int, steps: int) -> float:
-    """Tokens/s of the trainer's loader over `steps` global batches."""
-    loader = TrainBatches(TokenShards(dataset, "train"), seq_len, batch, batch, seed=0)
+def loader(dataset: Path, seq_len: int, batch: int, steps: int, sources: int = 1) -> float:
+    """Tokens/s of the trainer's loader over `steps` global batches; `sources` > 1: a
+    mixture of that many sources (the dataset opened once per source, weights 0.6, 0.3,
+    0.1 for three), what the mixture's order and per-source reads cost."""
+    if sources == 1:
+        loader = TrainBatches(TokenShards(dataset, "train"), seq_len, batch, batch, seed=0)
+    else:
+        weights = integer_weights(MIXTURE_WEIGHTS.get(sources, [1] * sources))
+        shards = [TokenShards(dataset, "train") for _ in range(sources)]
+        loader = TrainBatches(shards, seq_len, batch, batch, seed=0, weights=weights)
     loader.micro_batches(0, torch.device("cpu"))  # open the shards, start the prefetch
     start = time.perf_counter()
     for step in range(1, steps + 1):
@@ -70,6 +80,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--consume", type=float, default=0.0, help="trainer tokens/s to compare")
+    p.add_argument("--mixture", type=int, default=3, help="also a mixture of N sources (0: no)")
     args = p.parse_args()
     Tokenizer.load(args.tokenizer)  # fail early on a bad folder
     rate = loader(args.dataset, args.seq_len, args.batch, args.steps)
@@ -77,6 +88,10 @@ def main() -> None:
     if args.consume:
         line += f", {rate / args.consume:,.0f}x the trainer's {args.consume:,.0f} tokens/s"
     print(line)
+    if args.mixture > 1:
+        mixed = loader(args.dataset, args.seq_len, args.batch, args.steps, args.mixture)
+        print(f"loader, {args.mixture}-source mixture: {mixed:,.0f} tokens/s "
+              f"({mixed / rate:.2f}x the single source)")  # fmt: skip
     raw = raw_rate(args.corpus, args.tokenizer)
     for workers in sorted({1, args.workers}):
         mbs = prepare_rate(args.corpus, args.tokenizer, workers)

@@ -11,7 +11,8 @@ Design choices:
   many as the run evaluated (`train.eval_windows`), so with the run's seq_len they are
   exactly the trainer's windows and `val_loss` matches `strata.json`. Each predicted
   token carries its UTF-8 byte count (`tokenizer.tokbytes.text_byte_counts`) and its
-  source group (the document holding it, see `source_group`).
+  source group (the document holding it, see `source_group`; for a mixture run, its
+  source's name, study/mixture.py).
 - The data order (seed, global batch size, training seq_len) comes from the newest
   revision's `strata.json` data cursor, else `config.toml` `[train]`. It is used for
   seen/unseen only when the dataset has as many training windows as the run recorded
@@ -21,6 +22,7 @@ Design choices:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -35,6 +37,7 @@ from strata.run import RevisionMeta
 from strata.run.config import recorded_eval_windows
 from strata.run.dataset import resolve_dataset as run_dataset
 from strata.study.discover import Target
+from strata.study.mixture import mixture_eval_set, mixture_sources
 from strata.study.sample import MemSample, mem_sample
 from strata.study.settings import DEFAULT_EVAL_WINDOWS, StudySettings
 from strata.tokenizer import Tokenizer, text_byte_counts, validation_windows
@@ -49,6 +52,8 @@ class EvalSet:
     nbytes: np.ndarray  # (N, T) UTF-8 bytes of each target token
     group: np.ndarray  # (N, T) index into `sources` of each target token
     sources: list[str]
+    main_rows: int | None = None
+    """Rows `val_loss` is over (a mixture: the first source's, study/mixture.py); None: all."""
 
 
 @dataclass
@@ -133,12 +138,18 @@ def make_plan(target: Target, data: str | Path | None, settings: StudySettings) 
     count = settings.eval_windows or recorded_eval_windows(target.run_config)
     count = count or DEFAULT_EVAL_WINDOWS
     evalset = eval_set(val, seq_len, count, table, settings.source_depth)
+    extra = b""
+    if data is None and mixture_sources(target):  # one group per source of the mixture
+        build = functools.partial(eval_set, depth=settings.source_depth)
+        evalset, main, extra = mixture_eval_set(target, evalset, seq_len, count, table, build)
+        evalset.main_rows = main
     train = TokenShards(dataset, "train")
     order = _order(target, train, train_seq)
     span = settings.mem_prefix + settings.mem_length
     mem = mem_sample(train, train_seq, span, settings.mem_samples, settings.mem_seed, order)
     blob = (
         read_own(dataset / "index.json", None, "dataset")
+        + extra
         + json.dumps([seq_len, train_seq, order, count]).encode()
     )
     key = hashlib.sha256(blob).hexdigest()

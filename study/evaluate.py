@@ -10,7 +10,9 @@ Definitions (docs/study.md repeats them):
   of UTF-8 bytes the predicted tokens stand for (tokenizer/tokbytes.py: exact per token; special
   tokens such as EOS are 0 bytes, so their loss is charged to the text's bytes, as when
   compressing the concatenated corpus with its document boundaries).
-- Per source group the same two numbers over that group's predicted tokens.
+- Per source group the same two numbers over that group's predicted tokens. For a
+  mixture run the groups are its sources, and val_loss / val_bpb are over the first
+  source's windows alone (`EvalSet.main_rows`), the run's own val_loss.
 Sums are kept in float64 so the per-source numbers add up to the totals.
 """
 
@@ -57,11 +59,12 @@ def bpb(ce_sum: float, nbytes: int) -> float | None:
 
 def summarise(ce: np.ndarray, data: EvalSet) -> tuple[dict, list[dict]]:
     """(the revision's val_loss / val_bpb columns, one dict per source group)."""
+    main, nbytes_main = ce[: data.main_rows], data.nbytes[: data.main_rows]  # (n, T)
     row = {
-        "val_loss": float(ce.mean()),
-        "val_bpb": bpb(float(ce.sum()), int(data.nbytes.sum())),
-        "val_tokens": int(ce.size),
-        "val_bytes": int(data.nbytes.sum()),
+        "val_loss": float(main.mean()),
+        "val_bpb": bpb(float(main.sum()), int(nbytes_main.sum())),
+        "val_tokens": int(main.size),
+        "val_bytes": int(nbytes_main.sum()),
     }
     size = len(data.sources)
     group = data.group.ravel()

@@ -45,7 +45,8 @@ EXPLAIN = {
     "||W_N - W_prev|| / ||W_prev||. Revisions are log-spaced, so each point covers a longer "
     "stretch of training than the one before.",
     "sources": "Bits per byte of the validation tokens from each source group (the first "
-    "path component of the document's source), for the largest groups. All groups are "
+    "path component of the document's source; for a run trained on a mixture, each "
+    "mixture source's own validation windows), for the largest groups. All groups are "
     "in sources.csv.",
     "moe_balance": "For each MoE layer, the load of the busiest expert divided by the mean "
     "load: 1 is perfectly balanced.",

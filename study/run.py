@@ -122,12 +122,17 @@ def _facts(target: Target, plan: Plan, settings: StudySettings, evaluated: int) 
         "revisions": f"{len(revs)} (steps {revs[0].step} .. {revs[-1].step})",
         "parameters": f"{params:,}",
         "dataset": str(plan.dataset),
-        "validation": f"{plan.evalset.inputs.shape[0]} windows of {plan.seq_len} tokens",
+        "validation": f"{plan.evalset.inputs.shape[0]} windows of {plan.seq_len} tokens"
+        + (
+            f" ({plan.evalset.main_rows} of {plan.evalset.sources[0]}: val_loss)"
+            if plan.evalset.main_rows is not None
+            else ""
+        ),  # fmt: skip
         "memorisation": f"{len(mem.windows)} training sequences, {settings.mem_prefix}-token "
         f"prompt, {settings.mem_length} tokens to match",
         "seen/unseen split": "from the data order" if plan.order_known else "unavailable",
         "evaluated / cached": f"{evaluated} / {len(revs) - evaluated}",
-    }
+    } | ({"mixture": ", ".join(plan.evalset.sources)} if plan.evalset.main_rows else {})
 
 
 def _write_outputs(

@@ -28,7 +28,9 @@ def test_bpb_of_a_toy_case():
     ce = np.array([[1.0, 2.0], [3.0, 0.5]])
     nbytes = np.array([[1, 2], [0, 3]])  # the 0: an EOS target, charged to the text's bytes
     group = np.array([[0, 0], [1, 1]])
-    data = type("E", (), {"nbytes": nbytes, "group": group, "sources": ["a", "b"]})
+    data = type(
+        "E", (), {"nbytes": nbytes, "group": group, "sources": ["a", "b"], "main_rows": None}
+    )
     row, sources = summarise(ce, data)
     assert row["val_loss"] == pytest.approx(6.5 / 4)
     assert row["val_bpb"] == pytest.approx(6.5 / (math.log(2) * 6))

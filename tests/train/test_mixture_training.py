@@ -134,3 +134,39 @@ def test_verify_and_batch_read_a_mixture_run(sources, tmp_path, capsys):
     assert main(["batch", str(run), "--step", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a mixture of 3 sources" in err[0]
+
+
+def test_two_processes_read_the_rows_of_one(sources):
+    """Each rank's rows, in rank order, are the one-process batch, for any micro-batch."""
+    from strata.tokenizer import TokenShards
+    from strata.train.data import TrainBatches
+
+    shards = [TokenShards(p, "train") for p in sources]
+    whole = TrainBatches(shards, 32, 10, 5, seed=3, weights=(6, 3, 1))
+    ranks = [TrainBatches(shards, 32, 10, 1, seed=3, rank=r, world_size=2, weights=(6, 3, 1))
+             for r in (0, 1)]  # fmt: skip
+    for step in (0, 1, 7, 50):
+        both = np.concatenate([r.local_tokens(step).numpy() for r in ranks])
+        assert np.array_equal(both, whole.local_tokens(step).numpy())
+        origin = whole.origin(step)
+        for row, source, window in zip(both, origin.sources, origin.windows, strict=True):
+            assert np.array_equal(row, shards[source].window(int(window), 32))
+
+
+def test_the_study_of_a_mixture_has_one_source_group_per_source(sources, tmp_path):
+    from strata.study import study
+    from strata.study.tables import read_csv
+
+    cfg = config(sources[0], tmp_path, mixture(sources), **{"train.max_steps": 4})
+    Trainer(cfg).fit()
+    study(cfg.run_dir, quiet=True)
+    rows = read_csv(cfg.run_dir / "study/sources.csv")
+    metrics = {r["revision"]: r for r in read_csv(cfg.run_dir / "study/metrics.csv")}
+    for rev in ("step0", "step4"):
+        meta = json.loads((cfg.run_dir / "checkpoints" / rev / "strata.json").read_text())
+        mine = {r["source"]: r for r in rows if r["revision"] == rev}
+        assert sorted(mine) == ["books", "code", "web"]
+        for name, loss in meta["source_val_loss"].items():  # the trainer's, per source
+            assert float(mine[name]["loss"]) == pytest.approx(loss, rel=1e-5)
+            assert float(mine[name]["bpb"]) > 0
+        assert float(metrics[rev]["val_loss"]) == pytest.approx(meta["val_loss"], rel=1e-5)
