@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strata.checkpoints.ledger_check import check_ledger
 from strata.checkpoints.schedule import publish_steps
 from strata.run import Manifest, RevisionMeta, locate
 from strata.run.config import Config
@@ -287,6 +288,8 @@ def check(
         _check_schedule(schedule_cfg, known, ckpt, report)
     _check_chain(metas, known, _expected_ledger(run, cfg, report), ckpt, report)
     _check_sources(metas, known, ckpt, report)
+    if run is not None:  # the data ledger: hashes, revisions' positions, the order
+        check_ledger(run.root, cfg, metas, ckpt, report.add)
     if recompute:
         _recompute(ckpt, run, metas, pairs, report, (tolerance, device, progress))
     return report

@@ -47,6 +47,7 @@ from strata.train.build import (
     resume,
     write_config,
 )
+from strata.train.data_ledger import RunLedger
 from strata.train.evaluate import eval_dtype, validation_loss
 from strata.train.faults import (
     RunStopped,
@@ -119,6 +120,11 @@ class Trainer(WriteFaults):
         )
         for record in unlogged:  # kept in the checkpoint when metrics.jsonl was full
             self.logger.log(record)
+        names = [r["name"] for r in data.source_records] or [data.dataset.name]
+        self.ledger = (
+            RunLedger(self.run.root, self.batches, names, t.max_steps, self.step)
+            if dist.is_rank0() else None
+        )  # fmt: skip
 
     def train_step(self, step: int) -> StepResult:
         """One optimizer update on global batch `step`; returns device values."""
@@ -184,6 +190,8 @@ class Trainer(WriteFaults):
             state["model_config"] = self.cfg.model.to_dict()
             state["unlogged_records"] = self.unlogged  # metrics.jsonl was full (stops.py)
             state["unpublished"] = self.unpublished  # a publication failed (stops.py)
+            if self.ledger is not None:
+                self.ledger.flush_if_room()  # the ledger up to `latest`, where it fits
             if self.published_loss[0] == step:  # a revision of this step may still be
                 state["last_batch_loss"] = self.published_loss[1]  # writing: rewritable as is
             self.resume_writer.save(step, self.model, self.optimizer, state)
@@ -209,6 +217,8 @@ class Trainer(WriteFaults):
                 "last_batch_loss": batch_loss, "val_loss": val_loss, "data": cursor,
                 "eval_dtype": eval_dtype(self.dtype, self.cfg.train.param_dtype),
                 "run": self.cfg.to_dict()}  # fmt: skip
+        if self.ledger is not None:  # where the data ledger stands at this revision
+            info["ledger"] = self.ledger.position(step)
         if self.source_records:  # a mixture: its sources, their validation losses
             info |= {"sources": self.source_records, "source_val_loss": self.source_losses}
         if self.cfg.model.moe is not None:
@@ -278,6 +288,8 @@ class Trainer(WriteFaults):
         last_log, t_last = step, time.perf_counter()
         while step < t.max_steps:
             out = self.train_step(step)
+            if self.ledger is not None:  # rank 0: what batch `step` was made of
+                self.ledger.record(step)
             step += 1
             self.logger.advance()
             t_side = time.perf_counter()  # eval and publication are not training time

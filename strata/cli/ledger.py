@@ -1,7 +1,8 @@
 """`strata batch` and `strata verify`: the data and checkpoint ledger, from the command line.
 
     strata batch RUN --step N [--rank R --world W] [--format text|json]
-    strata batch RUN --find TEXT | --doc ID [--format text|json]
+    strata batch RUN --find TEXT | --doc ID [--source NAME] [--format text|json]
+    strata batch RUN --source NAME | --summary [--format text|json]
     strata verify RUN_OR_DIR [--format text|json] [--recompute [--tolerance REL]]
                   [--replay stepN [--atol X]]
 
@@ -35,7 +36,7 @@ INT64_MAX = 2**63 - 1  # the data order's sample indices are int64 (tokenizer/or
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("batch", help="show global batch N, or when a text/document was trained")
     p.add_argument("run", help="run folder (with config.toml)")
-    what = p.add_mutually_exclusive_group(required=True)
+    what = p.add_mutually_exclusive_group()
     what.add_argument(
         "--step", type=int, metavar="N", help="show global batch N (trained by update N -> N+1)"
     )
@@ -43,6 +44,14 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--doc", type=int, metavar="ID", help="steps whose sequences overlap document ID"
     )
+    what.add_argument(
+        "--summary", action="store_true",
+        help="per revision: tokens seen per source, documents seen once, twice, ... (ledger)",
+    )  # fmt: skip
+    p.add_argument(
+        "--source", metavar="NAME",
+        help="sequences per step from source NAME (ledger); with --doc: the document's source",
+    )  # fmt: skip
     p.add_argument("--rank", type=int, metavar="R", help="with --step: show only this rank's slice")
     p.add_argument("--world", type=int, metavar="W", help="with --rank: number of processes")
     p.add_argument(
@@ -88,6 +97,8 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
     if (args.rank is None) != (args.world is None) or (args.rank is not None and args.step is None):
         raise ValueError("--rank and --world go together, with --step")
+    if _from_ledger(args):
+        return
     spec = read_run(args.run, args.dataset)
     if args.step is not None:
         _check_step(args.step, spec.global_batch_size, spec.max_steps)
@@ -109,6 +120,40 @@ def cmd_batch(args: argparse.Namespace) -> None:
         _json({"run": str(spec.run_dir), **found})
     else:
         _found_text(found)
+
+
+def _from_ledger(args: argparse.Namespace) -> bool:
+    """Answer from the data ledger (`strata/cli/ledger_batch.py`) where the question
+    needs it, or the prepared data is not there; False: answer from the data."""
+    from strata.cli import ledger_batch as lb
+
+    asked = [args.step is not None, args.find is not None, args.doc is not None, args.summary]
+    if not any(asked) and args.source is None:
+        raise ValueError("one of --step, --find, --doc, --summary or --source is needed")
+    if args.summary or (args.source is not None and not any(asked)):
+        (lb.cmd_summary if args.summary else lb.cmd_source)(args)
+        return True
+    if args.find is not None or args.world is not None or not lb.has_ledger(args.run):
+        return False
+    if args.source is None and args.dataset is None and _data_present(args.run):
+        return False  # the data gives the decoded text too
+    (lb.cmd_step if args.step is not None else lb.cmd_doc)(args)
+    return True
+
+
+def _data_present(run_dir: str) -> bool:
+    """Whether the run's prepared data is found, and the run trained on one dataset."""
+    from strata.run import locate, resolve_dataset
+
+    run = locate(run_dir).run
+    cfg = run.read_config() if run is not None else None
+    if cfg is None or len(cfg.data.sources) > 1:
+        return False
+    try:
+        resolve_dataset(cfg.data.dataset, run.root, cfg.run.out_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _check_step(step: int, batch: int, max_steps: int) -> None:

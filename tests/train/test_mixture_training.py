@@ -131,9 +131,14 @@ def test_verify_and_batch_read_a_mixture_run(sources, tmp_path, capsys):
     (run / "checkpoints/step4/strata.json").write_text(json.dumps(meta))
     assert "data-mismatch" in {p.kind for p in verify(run)}
     capsys.readouterr()
-    assert main(["batch", str(run), "--step", "3"]) == 2
+    assert main(["batch", str(run), "--find", "def"]) == 2  # needs one dataset's stream
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a mixture of 3 sources" in err[0]
+    assert main(["batch", str(run), "--step", "3", "--format", "json"]) == 0  # the ledger
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    origin = Trainer(config(sources[0], tmp_path / "again", mixture(sources))).batches.origin(3)
+    assert [r["source"] for r in rows] == [["web", "code", "books"][s] for s in origin.sources]
+    assert [r["window"] for r in rows] == origin.windows.tolist()
 
 
 def test_two_processes_read_the_rows_of_one(sources):

@@ -1,0 +1,76 @@
+"""The trainer's side of the data ledger (`RUN/data_ledger/`, format in run/ledger.py).
+
+Design choices:
+- Rank 0 records every global batch after its update: per row the source, the document
+  holding the window's first token (a binary search in that source's document starts),
+  the window, and the source's epoch, from `TrainBatches.origin` (the data-order
+  contract itself, so the ledger is the order the run trained on).
+- It is flushed before every resume checkpoint (unless the run's disk is full: the
+  checkpoint goes first, and a resume records lost steps again) and publication
+  (a failure there stops the run, train/stops.py), and every revision's
+  `strata.json` records `ledger`, the ledger's position at its step, so the ledger of a
+  copied run can be checked against what its revisions saw (`strata verify`).
+- A resume at step N drops what was recorded past N (recorded again, identically); a run
+  that had no ledger yet (or a shorter one) is filled in from the data order first. The
+  sources keep the names the ledger recorded (a moved dataset changes its folder name,
+  not the run).
+- The epoch column is sized for 255 epochs at least, so raising `train.max_steps` on a
+  resume keeps the ledger's dtypes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from strata.run.ledger import INDEX, LEDGER_DIR, Ledger, LedgerWriter
+from strata.train.data import TrainBatches
+
+
+class RunLedger:
+    """Records the batches of one run into `run_dir`/data_ledger (rank 0)."""
+
+    def __init__(
+        self, run_dir: Path, batches: TrainBatches, names: list[str], max_steps: int, start: int
+    ) -> None:
+        self.batches, folder = batches, Path(run_dir) / LEDGER_DIR
+        self.starts = [np.asarray(s._doc_starts, dtype=np.int64) for s in batches.sources]
+        drawn = batches.mixture.draws_before(max_steps * batches.global_batch_size)
+        counts = np.asarray(batches.mixture.n_windows, dtype=np.int64)
+        max_epoch = max(255, int(((np.maximum(drawn, 1) - 1) // counts).max()))
+        old = Ledger.read(folder) if (folder / INDEX).is_file() else None
+        recorded = old.steps if old is not None else 0
+        if old is not None and len(old.header.sources) == len(names):
+            names = [s.name for s in old.header.sources]  # labels: a moved dataset keeps them
+        self.writer = LedgerWriter.open(
+            folder, batches.global_batch_size, names, [max(len(s), 1) for s in self.starts],
+            list(counts), max_epoch, start_step=min(start, recorded),
+        )  # fmt: skip
+        for step in range(self.writer.steps, start):  # an older run, or a shorter ledger
+            self.record(step)
+
+    def record(self, step: int) -> None:
+        """Append global batch `step` (the next one)."""
+        origin = self.batches.origin(step)
+        first = origin.windows * self.batches.seq_len  # stream position of each row's start
+        documents = np.empty_like(first)
+        for s, starts in enumerate(self.starts):
+            rows = origin.sources == s
+            documents[rows] = np.searchsorted(starts, first[rows], side="right") - 1
+        self.writer.append(step, origin.sources, np.maximum(documents, 0), origin.windows,
+                           origin.epochs)  # fmt: skip
+
+    def flush_if_room(self) -> None:
+        """Flush before a resume checkpoint, unless the run's disk is full: the checkpoint
+        (on `resume/`, maybe another disk) matters more, and a resume records again any
+        step the ledger lost (it is a pure function of the data order)."""
+        try:
+            self.writer.flush()
+        except OSError:
+            pass
+
+    def position(self, steps: int) -> dict[str, Any]:
+        """Flush, then the ledger's position at `steps` (for a revision's strata.json)."""
+        self.writer.flush()
+        return self.writer.position(steps)
