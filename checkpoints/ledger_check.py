@@ -9,7 +9,8 @@ Design choices:
 - The order check needs no data: the ledger records each source's window count, and
   the order is a pure function of those counts, the weights, the seed and the global
   batch size (`tokenizer.mixture`). It compares source, window and epoch of every row,
-  chunk by chunk, and names the first step that differs.
+  chunk by chunk, and names the first step that differs. When the prepared data is
+  found, each row's document is checked too: the one holding the window's first token.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 
 import numpy as np
 from strata.run.config import Config
+from strata.run.dataset import resolve_dataset
 from strata.run.layout import REVISION_META
 from strata.run.ledger import INDEX, LEDGER_DIR, Ledger
 from strata.tokenizer.mixture import Mixture, integer_weights
+from strata.tokenizer.shards import load_index
 
 Add = Callable[[str, Path | str, str], None]
 
@@ -47,6 +50,7 @@ def check_ledger(root: Path, cfg: Config | None, metas: dict, ckpt: Path, add: A
                 add("ledger-mismatch", ckpt / name / REVISION_META, problem)
     if cfg is not None:
         _check_order(ledger, cfg, folder, add)
+        _check_documents(ledger, cfg, root, folder, add)
 
 
 def _mixture(ledger: Ledger, cfg: Config) -> Mixture | str:
@@ -83,3 +87,39 @@ def _first_difference(order: Mixture, first: int, columns: dict[str, Any]) -> in
         if not all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)):
             return first + k
     return None
+
+
+def _document_starts(cfg: Config, root: Path) -> list[np.ndarray] | None:
+    """Each source's document starts (its train split's index.json), or None when a
+    source's prepared data is not found (the check is then skipped)."""
+    paths = [s.dataset for s in cfg.data.sources] or [cfg.data.dataset]
+    starts = []
+    for path in paths:
+        try:
+            index = load_index(resolve_dataset(path, root, cfg.run.out_dir))
+        except (OSError, ValueError):
+            return None
+        docs = index["splits"]["train"]["documents"]
+        starts.append(np.asarray([d[0] for d in docs], dtype=np.int64))
+    return starts
+
+
+def _check_documents(ledger: Ledger, cfg: Config, root: Path, folder: Path, add: Add) -> None:
+    """With the data present: every row's document is the one holding its window's
+    first token."""
+    starts = _document_starts(cfg, root)
+    if starts is None or len(starts) != len(ledger.header.sources):
+        return
+    seq_len = cfg.train.seq_len
+    for first, columns in ledger.iter_chunks():
+        sources, windows = columns["source"].astype(np.int64), columns["window"].astype(np.int64)
+        expected = np.zeros_like(windows)
+        for s, doc_starts in enumerate(starts):
+            rows = sources == s
+            found = np.searchsorted(doc_starts, windows[rows] * seq_len, side="right") - 1
+            expected[rows] = np.maximum(found, 0)
+        wrong = np.flatnonzero((expected != columns["document"]).any(axis=1))
+        if wrong.size:
+            detail = f"step {first + int(wrong[0])}: a row's document is not the data's"
+            add("ledger-order", folder, detail)
+            return

@@ -131,3 +131,29 @@ def test_batch_answers_from_the_ledger_without_the_data(tiny_dataset, tmp_path, 
             naive[len(epochs)] = naive.get(len(epochs), 0) + 1
         assert {int(k): v for k, v in summary[revision]["documents_seen"].items()} == naive
     assert main(["batch", run, "--find", "def"]) == 2  # text needs the data
+
+
+def test_verify_checks_the_documents_against_the_data(run):
+    """A ledger whose document column was rewritten, with hashes and positions made to
+    match again, still disagrees with the data's index."""
+    from strata.run.ledger import Ledger, LedgerWriter
+
+    ledger = Ledger.read(run / "data_ledger")
+    h = ledger.header
+    rows = [ledger.rows(s) for s in range(ledger.steps)]
+    shutil.rmtree(run / "data_ledger")
+    names = [s.name for s in h.sources]
+    writer = LedgerWriter.open(run / "data_ledger", h.batch_size, names,
+                               [s.n_documents for s in h.sources],
+                               [s.n_windows for s in h.sources], h.max_epoch)  # fmt: skip
+    for step, r in enumerate(rows):
+        documents = r["document"] if step != 7 else (r["document"] + 1) % h.sources[0].n_documents
+        writer.append(step, r["source"], documents, r["window"], r["epoch"])
+    writer.flush()
+    for folder in (run / "checkpoints").glob("step*"):  # positions made to match
+        path = folder / "strata.json"
+        meta = json.loads(path.read_text())
+        meta["ledger"] = writer.position(meta["step"])
+        path.write_text(json.dumps(meta))
+    problems = [p for p in verify(run) if p.kind == "ledger-order"]
+    assert problems and "step 7: a row's document is not the data's" in problems[0].detail
