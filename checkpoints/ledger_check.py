@@ -10,7 +10,8 @@ Design choices:
   the order is a pure function of those counts, the weights, the seed and the global
   batch size (`tokenizer.mixture`). It compares source, window and epoch of every row,
   chunk by chunk, and names the first step that differs. When the prepared data is
-  found, each row's document is checked too: the one holding the window's first token.
+  found, each row's documents are checked too: the one holding the window's first token
+  and the span to the one holding its last.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from strata.run.config import Config
 from strata.run.dataset import resolve_dataset
 from strata.run.layout import REVISION_META
-from strata.run.ledger import INDEX, LEDGER_DIR, Ledger
+from strata.run.ledger import INDEX, LEDGER_DIR, Ledger, row_documents
 from strata.tokenizer.mixture import Mixture, integer_weights
 from strata.tokenizer.shards import load_index
 
@@ -105,21 +106,19 @@ def _document_starts(cfg: Config, root: Path) -> list[np.ndarray] | None:
 
 
 def _check_documents(ledger: Ledger, cfg: Config, root: Path, folder: Path, add: Add) -> None:
-    """With the data present: every row's document is the one holding its window's
-    first token."""
+    """With the data present: every row's documents are the ones its window overlaps."""
     starts = _document_starts(cfg, root)
     if starts is None or len(starts) != len(ledger.header.sources):
         return
     seq_len = cfg.train.seq_len
     for first, columns in ledger.iter_chunks():
         sources, windows = columns["source"].astype(np.int64), columns["window"].astype(np.int64)
-        expected = np.zeros_like(windows)
+        docs, spans = np.zeros_like(windows), np.zeros_like(windows)  # (steps, B) each
         for s, doc_starts in enumerate(starts):
             rows = sources == s
-            found = np.searchsorted(doc_starts, windows[rows] * seq_len, side="right") - 1
-            expected[rows] = np.maximum(found, 0)
-        wrong = np.flatnonzero((expected != columns["document"]).any(axis=1))
-        if wrong.size:
-            detail = f"step {first + int(wrong[0])}: a row's document is not the data's"
+            docs[rows], spans[rows] = row_documents(doc_starts, windows[rows] * seq_len, seq_len)
+        wrong = (docs != columns["document"]) | (spans != columns["span"])
+        if (at := np.flatnonzero(wrong.any(axis=1))).size:
+            detail = f"step {first + int(at[0])}: a row's documents are not the data's"
             add("ledger-order", folder, detail)
             return

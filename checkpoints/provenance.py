@@ -80,7 +80,7 @@ def read_run(run_dir: str | Path, dataset: str | Path | None = None) -> RunSpec:
     if len(cfg.data.sources) > 1:
         raise ValueError(
             f"{run_dir}: trained on a mixture of {len(cfg.data.sources)} sources; "
-            "`strata batch` answers for runs of one dataset only so far"
+            "its batches are answered from its data ledger (RUN/data_ledger/), not found"
         )
     data = Path(dataset) if dataset else resolve_dataset(cfg.data.dataset, run.root,
                                                         cfg.run.out_dir)  # fmt: skip
@@ -285,30 +285,38 @@ def trained_on(spec: RunSpec, n_windows: int, windows: np.ndarray) -> dict[str, 
     }
 
 
-def find_text(spec: RunSpec, shards: TokenShards, tok: Tokenizer, text: str) -> dict[str, Any]:
-    """Where `text` occurs in the train stream and when those sequences were trained on."""
+def text_windows(shards: TokenShards, tok: Tokenizer, text: str, seq_len: int) -> tuple:
+    """(windows, positions, facts) for `text` in the train stream: the sorted windows
+    whose seq_len + 1 tokens hold a match, {window: match start positions}, and the
+    query and occurrence counts `strata batch --find` reports."""
     first, last, method = locate_text(shards, tok, text)
-    T, n = spec.seq_len, shards.n_windows(spec.seq_len)
+    T, n = seq_len, shards.n_windows(seq_len)
     a = first // T  # the window starting at or before the match
     in_a = (last <= a * T + T) & (a < n)
     in_b = (last == first) & (first % T == 0) & (a >= 1) & (a - 1 < n)  # the shared token
     window = np.concatenate([a[in_a], a[in_b] - 1])
-    result = trained_on(spec, n, np.unique(window))
     positions: dict[int, list[int]] = {}
     for w, p in zip(window.tolist(), np.concatenate([first[in_a], first[in_b]]).tolist(),
                     strict=True):  # fmt: skip
         positions.setdefault(w, []).append(p)
-    for hit in result["hits"]:
-        hit["positions"] = sorted(positions[hit["window"]])
-    query = {"text": text, "tokens": tok.encode(text), "method": method}
     inside = in_a | in_b
-    counts = {
+    facts = {
+        "query": {"text": text, "tokens": tok.encode(text), "method": method},
         "occurrences": len(first),
         "in_one_window": int(inside.sum()),
         "across_windows": int((~inside & (a < n)).sum()),
         "after_last_window": int((~inside & (a >= n)).sum()),
     }
-    return {"query": query, **counts, **result}
+    return np.unique(window), {w: sorted(p) for w, p in positions.items()}, facts
+
+
+def find_text(spec: RunSpec, shards: TokenShards, tok: Tokenizer, text: str) -> dict[str, Any]:
+    """Where `text` occurs in the train stream and when those sequences were trained on."""
+    windows, positions, facts = text_windows(shards, tok, text, spec.seq_len)
+    result = trained_on(spec, shards.n_windows(spec.seq_len), windows)
+    for hit in result["hits"]:
+        hit["positions"] = positions[hit["window"]]
+    return {**facts, **result}
 
 
 def find_doc(spec: RunSpec, shards: TokenShards, doc: int) -> dict[str, Any]:

@@ -67,6 +67,12 @@ class TrainBatches:
         """Window indices (in their source) of global batch `step`, shape (global_batch,)."""
         return self.origin(step).windows
 
+    def spike_rows(self, step: int, names: list[str]) -> dict[str, list]:
+        """Window and source name of every row of global batch `step` (a spike record)."""
+        origin = self.origin(step)
+        return {"windows": origin.windows.tolist(),
+                "sources": [names[s] for s in origin.sources.tolist()]}  # fmt: skip
+
     def local_tokens(self, step: int) -> torch.Tensor:
         """This process's rows of batch `step`: (rows, seq_len + 1) int64."""
         origin = self.origin(step)

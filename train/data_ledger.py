@@ -1,9 +1,9 @@
 """The trainer's side of the data ledger (`RUN/data_ledger/`, format in run/ledger.py).
 
 Design choices:
-- Rank 0 records every global batch after its update: per row the source, the document
-  holding the window's first token (a binary search in that source's document starts),
-  the window, and the source's epoch, from `TrainBatches.origin` (the data-order
+- Rank 0 records every global batch after its update: per row the source, the documents
+  its seq_len + 1 tokens overlap (first and span, binary searches in that source's
+  document starts), the window, and the source's epoch, from `TrainBatches.origin` (the data-order
   contract itself, so the ledger is the order the run trained on).
 - It is flushed before every resume checkpoint (unless the run's disk is full: the
   checkpoint goes first, and a resume records lost steps again) and publication
@@ -11,7 +11,8 @@ Design choices:
   `strata.json` records `ledger`, the ledger's position at its step, so the ledger of a
   copied run can be checked against what its revisions saw (`strata verify`).
 - A resume at step N drops what was recorded past N (recorded again, identically); a run
-  that had no ledger yet (or a shorter one) is filled in from the data order first. The
+  that had no ledger yet (or a shorter one, or one of an older format) is filled in from
+  the data order first. The
   sources keep the names the ledger recorded (a moved dataset changes its folder name,
   not the run).
 - The epoch column is sized for 255 epochs at least, so raising `train.max_steps` on a
@@ -24,8 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from strata.run.ledger import INDEX, LEDGER_DIR, Ledger, LedgerWriter
+from strata.run.jsonfile import read_object
+from strata.run.ledger import FORMAT_VERSION, INDEX, LEDGER_DIR, Ledger, row_documents
+from strata.run.ledger_write import LedgerWriter
 from strata.train.data import TrainBatches
+
+
+def _current(folder: Path) -> Ledger | None:
+    """The recorded ledger, or None when there is none or it has an older format (its
+    index is removed: the ledger is recorded again from the data order)."""
+    if not (folder / INDEX).is_file():
+        return None
+    if read_object(folder / INDEX).get("format_version") != FORMAT_VERSION:
+        (folder / INDEX).unlink()
+        return None
+    return Ledger.read(folder)
 
 
 class RunLedger:
@@ -39,13 +53,13 @@ class RunLedger:
         drawn = batches.mixture.draws_before(max_steps * batches.global_batch_size)
         counts = np.asarray(batches.mixture.n_windows, dtype=np.int64)
         max_epoch = max(255, int(((np.maximum(drawn, 1) - 1) // counts).max()))
-        old = Ledger.read(folder) if (folder / INDEX).is_file() else None
+        old = _current(folder)
         recorded = old.steps if old is not None else 0
         if old is not None and len(old.header.sources) == len(names):
             names = [s.name for s in old.header.sources]  # labels: a moved dataset keeps them
         self.writer = LedgerWriter.open(
             folder, batches.global_batch_size, names, [max(len(s), 1) for s in self.starts],
-            list(counts), max_epoch, start_step=min(start, recorded),
+            list(counts), max_epoch, batches.seq_len, start_step=min(start, recorded),
         )  # fmt: skip
         for step in range(self.writer.steps, start):  # an older run, or a shorter ledger
             self.record(step)
@@ -54,12 +68,11 @@ class RunLedger:
         """Append global batch `step` (the next one)."""
         origin = self.batches.origin(step)
         first = origin.windows * self.batches.seq_len  # stream position of each row's start
-        documents = np.empty_like(first)
+        documents, spans = np.empty_like(first), np.empty_like(first)
         for s, starts in enumerate(self.starts):
             rows = origin.sources == s
-            documents[rows] = np.searchsorted(starts, first[rows], side="right") - 1
-        self.writer.append(step, origin.sources, np.maximum(documents, 0), origin.windows,
-                           origin.epochs)  # fmt: skip
+            documents[rows], spans[rows] = row_documents(starts, first[rows], self.batches.seq_len)
+        self.writer.append(step, origin.sources, documents, spans, origin.windows, origin.epochs)
 
     def flush_if_room(self) -> None:
         """Flush before a resume checkpoint, unless the run's disk is full: the checkpoint

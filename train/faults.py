@@ -9,8 +9,9 @@
   factor x the mean of the last `train.spike_window` good losses, once 10 are known)
   needs the loss on the host before the update, so it reads one scalar every step.
 - `check_spike` (one host sync per step) writes `RUN/spikes/stepN.json` on a spike
-  (`spike_record`): the global batch's window indices and each sequence's loss under
-  the weights that produced the spike (`sequence_losses`).
+  (`spike_record`): the global batch's rows (window index and source name of each,
+  `TrainBatches.spike_rows`) and each sequence's loss under the weights that produced
+  the spike (`sequence_losses`).
 - `guarded_update` is the optimizer step that a bad step skips on the device (the
   fused AdamW kernel reads `found_inf`), and the router-bias update with it.
 - `RunStopped` ends a run that cannot go on (diverged, disk full); its message says
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from strata.run.jsonfile import write_atomic as write_json_atomic
@@ -159,7 +159,7 @@ def ensure_finite(model: torch.nn.Module, step: int, resume_dir: Path, then: str
 
 
 def spike_record(
-    batch: int, loss: float, mean: float, factor: float, windows: list, losses: list
+    batch: int, loss: float, mean: float, factor: float, rows: dict, losses: list
 ) -> dict[str, Any]:
     """The JSON of `RUN/spikes/step{batch + 1}.json`."""
     return {
@@ -168,7 +168,7 @@ def spike_record(
         "loss": loss,
         "running_mean": mean,
         "spike_factor": factor,
-        "windows": windows,
+        **rows,  # windows, sources
         "sequence_losses": losses,
     }
 
@@ -188,12 +188,12 @@ def check_spike(
     loss: torch.Tensor,
     spikes_dir: Path,
     losses: Callable[[], torch.Tensor],
-    windows: Callable[[], np.ndarray],
+    rows: Callable[[], dict[str, list]],
 ) -> None:
     """`train.spike_factor > 0`, before the update of global batch `step`: compare the
     global `loss` with the running mean (one host sync) and on a spike write
     `spikes_dir`/step{step+1}.json (RUN/spikes/) from `losses()` (this process's
-    per-sequence losses, a forward) and `windows()` (the batch's window indices). Every
+    per-sequence losses, a forward) and `rows()` (the batch's windows and sources). Every
     process calls it."""
     value = dist.all_reduce_mean(loss.clone()).item()
     mean = guard.spike(value)
@@ -201,7 +201,7 @@ def check_spike(
         return
     per_sequence = dist.all_gather_rows(losses()).tolist()  # global row order
     if dist.is_rank0():
-        record = spike_record(step, value, mean, guard.factor, windows().tolist(), per_sequence)
+        record = spike_record(step, value, mean, guard.factor, rows(), per_sequence)
         spikes_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(spikes_dir / f"{revision_name(step + 1)}.json", record)
     dist.print0(f"loss spike at step {step + 1}: {value:.4f} vs running mean {mean:.4f}")

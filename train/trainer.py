@@ -121,6 +121,7 @@ class Trainer(WriteFaults):
         for record in unlogged:  # kept in the checkpoint when metrics.jsonl was full
             self.logger.log(record)
         names = [r["name"] for r in data.source_records] or [data.dataset.name]
+        self.source_names = names
         self.ledger = (
             RunLedger(self.run.root, self.batches, names, t.max_steps, self.step)
             if dist.is_rank0() else None
@@ -152,8 +153,8 @@ class Trainer(WriteFaults):
         result = StepResult(ce / n, extra[0] / n, extra[1:] / n, counts, grad_norm, data_wait)
         if self.guard.factor > 0:  # before the update: the weights that made the spike
             losses = functools.partial(sequence_losses, self._forward, micro)
-            windows = functools.partial(self.batches.window_indices, step)
-            check_spike(self.guard, step, result.loss, self.run.spikes, losses, windows)
+            rows = functools.partial(self.batches.spike_rows, step, self.source_names)
+            check_spike(self.guard, step, result.loss, self.run.spikes, losses, rows)
         found_inf = self.guard.found_inf(result.loss, grad_norm, step) if self.guard.skips else None
         guarded_update(
             self.optimizer, found_inf, functools.partial(update_router_bias, self.model, counts)

@@ -2,6 +2,8 @@
 
     strata batch RUN --step N [--rank R --world W] [--format text|json]
     strata batch RUN --find TEXT | --doc ID [--source NAME] [--format text|json]
+    (a mixture's run: answered from its data ledger, RUN/data_ledger/, with each
+    source's data for decoded text and --find; strata/cli/ledger_batch.py)
     strata batch RUN --source NAME | --summary [--format text|json]
     strata verify RUN_OR_DIR [--format text|json] [--recompute [--tolerance REL]]
                   [--replay stepN [--atol X]]
@@ -103,7 +105,7 @@ def cmd_batch(args: argparse.Namespace) -> None:
     if args.step is not None:
         _check_step(args.step, spec.global_batch_size, spec.max_steps)
     if args.world is not None:
-        _check_slice(args.rank, args.world, spec.global_batch_size)
+        check_slice(args.rank, args.world, spec.global_batch_size)
     shards = TokenShards(spec.dataset, "train")
     tok_dir = RunPaths(spec.run_dir).tokenizer
     tok = Tokenizer.load(tok_dir if tok_dir.is_dir() else spec.dataset / "tokenizer")
@@ -124,7 +126,8 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
 def _from_ledger(args: argparse.Namespace) -> bool:
     """Answer from the data ledger (`strata/cli/ledger_batch.py`) where the question
-    needs it, or the prepared data is not there; False: answer from the data."""
+    needs it (a mixture, --source, --summary) or the prepared data is not there; False:
+    answer from the data of a one-dataset run."""
     from strata.cli import ledger_batch as lb
 
     asked = [args.step is not None, args.find is not None, args.doc is not None, args.summary]
@@ -133,21 +136,35 @@ def _from_ledger(args: argparse.Namespace) -> bool:
     if args.summary or (args.source is not None and not any(asked)):
         (lb.cmd_summary if args.summary else lb.cmd_source)(args)
         return True
-    if args.find is not None or args.world is not None or not lb.has_ledger(args.run):
+    if not lb.has_ledger(args.run):
         return False
-    if args.source is None and args.dataset is None and _data_present(args.run):
-        return False  # the data gives the decoded text too
-    (lb.cmd_step if args.step is not None else lb.cmd_doc)(args)
+    mixture = _is_mixture(args.run)
+    if not mixture and (args.find is not None or args.world is not None):
+        return False  # the data answers (and says so when it is missing)
+    if not mixture and args.source is None and args.dataset is None and _data_present(args.run):
+        return False  # the data gives the decoded text and its documents' sources too
+    if args.find is not None:
+        lb.cmd_find(args)
+    else:
+        (lb.cmd_step if args.step is not None else lb.cmd_doc)(args)
     return True
 
 
+def _is_mixture(run_dir: str) -> bool:
+    from strata.run import locate
+
+    run = locate(run_dir).run
+    cfg = run.read_config() if run is not None else None
+    return cfg is not None and len(cfg.data.sources) > 1
+
+
 def _data_present(run_dir: str) -> bool:
-    """Whether the run's prepared data is found, and the run trained on one dataset."""
+    """Whether the prepared data of the run's one dataset is found."""
     from strata.run import locate, resolve_dataset
 
     run = locate(run_dir).run
     cfg = run.read_config() if run is not None else None
-    if cfg is None or len(cfg.data.sources) > 1:
+    if cfg is None:
         return False
     try:
         resolve_dataset(cfg.data.dataset, run.root, cfg.run.out_dir)
@@ -166,7 +183,7 @@ def _check_step(step: int, batch: int, max_steps: int) -> None:
         )
 
 
-def _check_slice(rank: int, world: int, batch: int) -> None:
+def check_slice(rank: int, world: int, batch: int) -> None:
     """Refuse a --world that does not divide the global batch, a --rank outside it."""
     if world < 1 or batch % world:
         raise ValueError(f"--world {world}: expected a divisor of global_batch_size {batch}")

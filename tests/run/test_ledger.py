@@ -10,33 +10,39 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from strata.run.ledger import COLUMNS, INDEX, Header, Ledger, LedgerWriter
+from strata.run.ledger import COLUMNS, INDEX, Header, Ledger
+from strata.run.ledger_write import LedgerWriter
 from strata.tokenizer.mixture import Mixture
 
 B, SPC = 4, 3  # rows per step, steps per chunk
 NAMES, N_DOCS, N_WIN = ("web", "code"), (3, 2), (7, 5)
 MIX = Mixture((2, 1), N_WIN, seed=0)
-MAX_EPOCH = 40
+MAX_EPOCH, MAX_SPAN = 40, 1
 
 
 def mixture_rows(step):
-    """(sources, documents, windows, epochs) of global batch `step`, each (B,) int64:
-    the real mixture order, each document holding a run of consecutive windows."""
+    """(sources, documents, spans, windows, epochs) of global batch `step`, each (B,)
+    int64: the real mixture order, each document holding a run of consecutive windows,
+    a window reaching into the next window's document."""
     b = MIX.batch(B, step)
-    docs = b.windows * np.asarray(N_DOCS)[b.sources] // np.asarray(N_WIN)[b.sources]
-    return b.sources, docs, b.windows, b.epochs
+    n_docs, n_win = np.asarray(N_DOCS)[b.sources], np.asarray(N_WIN)[b.sources]
+    docs = b.windows * n_docs // n_win
+    last = np.minimum((b.windows + 1) * n_docs // n_win, n_docs - 1)
+    return b.sources, docs, last - docs, b.windows, b.epochs
 
 
 def random_rows(rng):
     sources = rng.integers(0, len(NAMES), B)
     docs = rng.integers(0, np.asarray(N_DOCS)[sources])
+    spans = rng.integers(0, np.minimum(np.asarray(N_DOCS)[sources] - docs, MAX_SPAN + 1))
     windows = rng.integers(0, np.asarray(N_WIN)[sources])
-    return sources, docs, windows, rng.integers(0, MAX_EPOCH + 1, B)
+    return sources, docs, spans, windows, rng.integers(0, MAX_EPOCH + 1, B)
 
 
 def open_writer(folder, start_step=0, **changes):
     args = dict(batch_size=B, source_names=NAMES, n_documents=N_DOCS, n_windows=N_WIN,
-                max_epoch=MAX_EPOCH, steps_per_chunk=SPC, start_step=start_step)  # fmt: skip
+                max_epoch=MAX_EPOCH, max_span=MAX_SPAN, steps_per_chunk=SPC,
+                start_step=start_step)  # fmt: skip
     return LedgerWriter.open(folder, **(args | changes))
 
 
@@ -61,13 +67,13 @@ def test_round_trip_over_several_chunks(tmp_path):
     ledger = Ledger.read(tmp_path)
     assert ledger.steps == 8 and [c.file for c in ledger.chunks] == [
         "chunk-000000-3.bin", "chunk-000001-3.bin", "chunk-000002-2.bin"]  # fmt: skip
-    assert [d.name for d in ledger.header.dtypes] == ["uint8"] * 4 + ["bool"]
-    for step, (sources, docs, windows, epochs) in enumerate(appended):
-        rows = ledger.rows(step)
-        for name, want in zip(COLUMNS, (sources, docs, windows, epochs, epochs > 0), strict=True):
-            assert np.array_equal(rows[name], want), (step, name)
+    assert [d.name for d in ledger.header.dtypes] == ["uint8"] * 5 + ["bool"]
+    for step, columns in enumerate(appended):
+        rows, want = ledger.rows(step), (*columns, columns[-1] > 0)
+        for name, column in zip(COLUMNS, want, strict=True):
+            assert np.array_equal(rows[name], column), (step, name)
     scanned = np.concatenate([cols["window"] for _, cols in ledger.iter_chunks()])  # (8, B)
-    assert np.array_equal(scanned, np.stack([a[2] for a in appended]))
+    assert np.array_equal(scanned, np.stack([a[3] for a in appended]))
     assert ledger.verify() == []
     with pytest.raises(ValueError, match="step 8 not recorded"):
         ledger.rows(8)
@@ -80,8 +86,8 @@ def test_file_layout_is_the_documented_one(tmp_path):
     index = json.loads((tmp_path / INDEX).read_text())
     data = (tmp_path / "chunk-000000-2.bin").read_bytes()
     rows = [mixture_rows(s) for s in range(2)]
-    want = b"".join(np.stack([r[c] for r in rows]).astype("<u1").tobytes() for c in range(4))
-    want += np.stack([r[3] > 0 for r in rows]).tobytes()
+    want = b"".join(np.stack([r[c] for r in rows]).astype("<u1").tobytes() for c in range(5))
+    want += np.stack([r[4] > 0 for r in rows]).tobytes()
     assert data == want and index["chunks"][0]["sha256"] == hashlib.sha256(data).hexdigest()
     assert index["steps"] == 2 and index["batch_size"] == B and index["steps_per_chunk"] == SPC
     assert [c["name"] for c in index["columns"]] == list(COLUMNS)
@@ -89,13 +95,16 @@ def test_file_layout_is_the_documented_one(tmp_path):
 
 def test_dtypes_follow_the_counts():
     def dtypes(**kw):
-        args = dict(batch_size=1, names=["a"], n_documents=[2], n_windows=[2], max_epoch=1, spc=1)
+        args = dict(batch_size=1, names=["a"], n_documents=[2], n_windows=[2], max_epoch=1,
+                    spc=1, max_span=1)  # fmt: skip
         return [d.name for d in Header.create(**(args | kw)).dtypes]
 
-    assert dtypes() == ["uint8", "uint8", "uint8", "uint8", "bool"]
-    assert dtypes(n_documents=[2**32], n_windows=[300], max_epoch=256)[1:4] == [
-        "uint32", "uint16", "uint16"]  # fmt: skip
+    assert dtypes() == ["uint8"] * 5 + ["bool"]
+    assert dtypes(n_documents=[2**32], n_windows=[300], max_epoch=256)[1:5] == [
+        "uint32", "uint8", "uint16", "uint16"]  # fmt: skip
     assert dtypes(n_documents=[2**32 + 1])[1] == "uint64"
+    assert dtypes(n_documents=[300], max_span=2048)[2] == "uint16"
+    assert dtypes(n_documents=[3], max_span=2048)[2] == "uint8"  # span < documents
     assert dtypes(names=[str(i) for i in range(257)], n_documents=[2] * 257,
                   n_windows=[2] * 257)[0] == "uint16"  # fmt: skip
 
@@ -103,10 +112,10 @@ def test_dtypes_follow_the_counts():
 def test_the_size_in_the_docstring():
     import strata.run.ledger as ledger
 
-    pythia = Header.create(1024, ["pile"], [2**31], [2**31], 3, 1000)
+    pythia = Header.create(1024, ["pile"], [2**31], [2**31], 3, 1000, 2048)
     per_1000 = 1000 * 1024 * sum(d.itemsize for d in pythia.dtypes)
-    assert per_1000 == 11_264_000 and "11,264,000 bytes" in ledger.__doc__
-    assert 143 * per_1000 == 1_610_752_000 and "1.6 GB" in ledger.__doc__
+    assert per_1000 == 13_312_000 and "13,312,000 bytes" in ledger.__doc__
+    assert 143 * per_1000 == 1_903_616_000 and "1.9 GB" in ledger.__doc__
 
 
 def test_resume_mid_chunk_records_the_same_bytes(tmp_path):
@@ -196,10 +205,11 @@ def naive(rows_by_step, until):
     """(steps_with[(s, d)], counts (until, K), histogram per source) from every row."""
     steps_with, epochs_of = {}, {}
     counts = np.zeros((until, len(NAMES)), np.int64)
-    for step, (sources, docs, _, epochs) in enumerate(rows_by_step[:until]):
-        for s, d, e in zip(sources.tolist(), docs.tolist(), epochs.tolist(), strict=True):
-            steps_with.setdefault((s, d), set()).add(step)
-            epochs_of.setdefault((s, d), set()).add(e)
+    for step, (sources, docs, spans, _, epochs) in enumerate(rows_by_step[:until]):
+        for s, d, n, e in zip(*(a.tolist() for a in (sources, docs, spans, epochs)), strict=True):
+            for doc in range(d, d + n + 1):  # every document the row overlaps
+                steps_with.setdefault((s, doc), set()).add(step)
+                epochs_of.setdefault((s, doc), set()).add(e)
             counts[step, s] += 1
     hist = [dict(Counter(len(e) for (s, _), e in epochs_of.items() if s == k)) for k in (0, 1)]
     return steps_with, counts, hist
@@ -213,8 +223,12 @@ def test_scans_agree_with_a_naive_count(tmp_path):
     for s in (0, 1):
         for d in range(N_DOCS[s]):
             want = sorted(steps_with.get((s, d), ()))
-            assert ledger.steps_with_document(s, d).tolist() == want
-            assert ledger.steps_with_document(NAMES[s], d).tolist() == want
+            assert sorted(set(ledger.rows_with(s, document=d)[:, 0].tolist())) == want
+            assert sorted(set(ledger.rows_with(NAMES[s], document=d)[:, 0].tolist())) == want
+    hits = ledger.rows_with("code", windows=np.array([1, 3]))  # (n, 4) step, row, window, epoch
+    naive_hits = [(t, j, int(r[3][j]), int(r[4][j])) for t, r in enumerate(rows)
+                  for j in range(B) if r[0][j] == 1 and r[3][j] in (1, 3)]  # fmt: skip
+    assert [tuple(h) for h in hits.tolist()] == naive_hits and naive_hits
     for until in (0, 1, 5, steps):
         _, counts, hist = naive(rows, until)
         assert np.array_equal(ledger.counts_per_source(until), counts)
@@ -234,19 +248,23 @@ def test_append_refuses_a_gap_a_repeat_and_bad_rows(tmp_path):
         writer.append(5, *mixture_rows(5))
     with pytest.raises(ValueError, match="expected step 3 .a repeat"):
         writer.append(2, *mixture_rows(2))
-    sources, docs, windows, epochs = mixture_rows(3)
+    sources, docs, spans, windows, epochs = mixture_rows(3)
     with pytest.raises(ValueError, match=r"document: expected \(4,\) integers"):
-        writer.append(3, sources, docs[:2], windows, epochs)
+        writer.append(3, sources, docs[:2], spans, windows, epochs)
     with pytest.raises(ValueError, match="integers >= 0"):
-        writer.append(3, sources, docs.astype(float), windows, epochs)
+        writer.append(3, sources, docs.astype(float), spans, windows, epochs)
     bad = np.where(sources == 1, 2, docs)  # source 1 has 2 documents
     with pytest.raises(ValueError, match="document 2 is not below 2"):
-        writer.append(3, sources, bad, windows, epochs)
+        writer.append(3, sources, bad, spans, windows, epochs)
     with pytest.raises(ValueError, match="source 2 is not below 2"):
-        writer.append(3, sources + 2, docs, windows, epochs)
+        writer.append(3, sources + 2, docs, spans, windows, epochs)
     with pytest.raises(ValueError, match="epoch 41 is not below 41"):
-        writer.append(3, sources, docs, windows, np.full(B, MAX_EPOCH + 1))
-    writer.append(3, sources, docs, windows, epochs)  # nothing was recorded by a refusal
+        writer.append(3, sources, docs, spans, windows, np.full(B, MAX_EPOCH + 1))
+    with pytest.raises(ValueError, match="span 2 is not below 2"):
+        writer.append(3, sources, docs, np.full(B, 2), windows, epochs)
+    with pytest.raises(ValueError, match="document \\+ span 3 is not below 3"):
+        writer.append(3, sources * 0, np.full(B, 2), np.ones(B, int), windows, epochs)
+    writer.append(3, sources, docs, spans, windows, epochs)  # nothing was recorded by a refusal
     assert writer.steps == 4
 
 
@@ -277,7 +295,7 @@ def _break(index, key, value):
         ("columns.0.name", "src", "'columns' names"),
         ("steps", 9, "'steps' = 9"),
         ("chunks", {}, "'chunks' = {}: expected a list"),
-        ("format_version", 2, "'format_version' = 2"),
+        ("format_version", 1, "'format_version' = 1: expected 2"),
     ],
 )
 def test_a_malformed_index_is_one_line_naming_file_and_key(tmp_path, key, value, named):

@@ -47,9 +47,12 @@ def test_the_ledger_is_the_data_order_with_documents(trained, tiny_dataset):
         windows = batch_window_indices(shards.n_windows(t.seq_len), t.seed, 4, step)
         assert rows["window"].tolist() == windows.tolist()
         assert not rows["source"].any()
-        for window, doc in zip(windows, rows["document"], strict=True):  # naive lookup
-            first = int(window) * t.seq_len
-            assert starts[doc] <= first and (doc + 1 == len(starts) or first < starts[doc + 1])
+        for window, doc, span in zip(windows, rows["document"], rows["span"], strict=True):
+            first = int(window) * t.seq_len  # naive: the documents of its first, last token
+            holds = [d for d in range(len(starts)) if starts[d] <= first][-1]
+            last = [d for d in range(len(starts)) if starts[d] <= first + t.seq_len][-1]
+            assert (doc, span) == (holds, last - holds)
+        assert rows["span"].max() <= t.seq_len
     meta = json.loads((trained.run_dir / "checkpoints/step8/strata.json").read_text())
     assert meta["ledger"] == ledger.position(8)
 
@@ -108,8 +111,9 @@ def test_batch_answers_from_the_ledger_without_the_data(tiny_dataset, tmp_path, 
     data.rename(tmp_path / "moved")  # the prepared data is gone
     assert main(["batch", run, "--step", "5", "--format", "json"]) == 0
     ledger_rows = json.loads(capsys.readouterr().out)["rows"]
-    got = [(r["window"], r["epoch"], r["document"]) for r in ledger_rows]
-    assert got == [(r["window"], r["epoch"], r["documents"][0]["id"]) for r in with_data]
+    got = [(r["window"], r["epoch"], r["documents"]) for r in ledger_rows]
+    assert got == [(r["window"], r["epoch"], [d["id"] for d in r["documents"]]) for r in with_data]
+    assert any(len(r["documents"]) > 1 for r in ledger_rows)  # rows reaching a next document
     assert main(["batch", run, "--step", "5"]) == 0
     assert "decoded text needs the prepared data" in capsys.readouterr().out
     assert main(["batch", run, "--source", "data", "--format", "json"]) == 0
@@ -121,11 +125,13 @@ def test_batch_answers_from_the_ledger_without_the_data(tiny_dataset, tmp_path, 
     ledger = Ledger.read(cfg.run_dir / "data_ledger")
     for revision, step in (("step0", 0), ("step4", 4), ("step12", 12)):
         assert summary[revision]["tokens"] == step * 4 * cfg.train.seq_len
-        docs = {}  # naive: documents with a window starting in them, by epochs seen
+        docs = {}  # naive: documents a row overlaps, by epochs seen
         for s in range(step):
             rows = ledger.rows(s)
-            for d, e in zip(rows["document"].tolist(), rows["epoch"].tolist(), strict=True):
-                docs.setdefault(d, set()).add(e)
+            for d, n, e in zip(*(rows[k].tolist() for k in ("document", "span", "epoch")),
+                               strict=True):  # fmt: skip
+                for doc in range(d, d + n + 1):
+                    docs.setdefault(doc, set()).add(e)
         naive = {}
         for epochs in docs.values():
             naive[len(epochs)] = naive.get(len(epochs), 0) + 1
@@ -133,10 +139,49 @@ def test_batch_answers_from_the_ledger_without_the_data(tiny_dataset, tmp_path, 
     assert main(["batch", run, "--find", "def"]) == 2  # text needs the data
 
 
+def test_doc_from_the_ledger_equals_the_data_answer(tiny_dataset, tmp_path, capsys):
+    """--doc counts every row overlapping the document, with the data and without it."""
+    from strata.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    cfg = config(data, tmp_path / "runs")
+    Trainer(cfg).fit()
+    run, answers = str(cfg.run_dir), {}
+    n_docs = Ledger.read(cfg.run_dir / "data_ledger").header.sources[0].n_documents
+    docs = range(0, n_docs, max(1, n_docs // 6))
+    for where in ("data", "ledger"):
+        if where == "ledger":
+            data.rename(tmp_path / "moved")
+        for doc in docs:
+            capsys.readouterr()
+            assert main(["batch", run, "--doc", str(doc), "--format", "json"]) == 0
+            out = json.loads(capsys.readouterr().out)
+            hits = [(h["step"], h["row"], h["window"], h["epoch"]) for h in out["hits"]]
+            answers.setdefault(doc, []).append((hits, out["steps"], out["revisions"]))
+    for doc, (with_data, from_ledger) in answers.items():
+        assert with_data[0] == from_ledger[0] and with_data[1] == from_ledger[1], doc
+        assert [r["batches_seen"] for r in with_data[2]] == [
+            r["batches_seen"] for r in from_ledger[2]]  # fmt: skip
+    assert any(answers[d][0][0] for d in docs)
+
+
+def test_an_older_ledger_format_is_recorded_again(tiny_dataset, trained, tmp_path):
+    cut = config(tiny_dataset, tmp_path, **{"train.max_steps": 5})
+    Trainer(cut).fit()
+    index = cut.run_dir / "data_ledger/index.json"
+    index.write_text(json.dumps(json.loads(index.read_text()) | {"format_version": 1}))
+    Trainer(config(tiny_dataset, tmp_path)).fit()
+    ours, theirs = (json.loads((r / "data_ledger/index.json").read_text())
+                    for r in (cut.run_dir, trained.run_dir))  # fmt: skip
+    assert ours == theirs
+
+
 def test_verify_checks_the_documents_against_the_data(run):
     """A ledger whose document column was rewritten, with hashes and positions made to
     match again, still disagrees with the data's index."""
-    from strata.run.ledger import Ledger, LedgerWriter
+    from strata.run.ledger import Ledger
+    from strata.run.ledger_write import LedgerWriter
 
     ledger = Ledger.read(run / "data_ledger")
     h = ledger.header
@@ -145,10 +190,12 @@ def test_verify_checks_the_documents_against_the_data(run):
     names = [s.name for s in h.sources]
     writer = LedgerWriter.open(run / "data_ledger", h.batch_size, names,
                                [s.n_documents for s in h.sources],
-                               [s.n_windows for s in h.sources], h.max_epoch)  # fmt: skip
+                               [s.n_windows for s in h.sources], h.max_epoch,
+                               h.max_span)  # fmt: skip
     for step, r in enumerate(rows):
-        documents = r["document"] if step != 7 else (r["document"] + 1) % h.sources[0].n_documents
-        writer.append(step, r["source"], documents, r["window"], r["epoch"])
+        spans = r["span"] if step != 7 else r["span"] * 0  # rows reaching no next document
+        writer.append(step, r["source"], r["document"], spans, r["window"], r["epoch"])
+    assert rows[7]["span"].any()
     writer.flush()
     for folder in (run / "checkpoints").glob("step*"):  # positions made to match
         path = folder / "strata.json"
@@ -156,4 +203,4 @@ def test_verify_checks_the_documents_against_the_data(run):
         meta["ledger"] = writer.position(meta["step"])
         path.write_text(json.dumps(meta))
     problems = [p for p in verify(run) if p.kind == "ledger-order"]
-    assert problems and "step 7: a row's document is not the data's" in problems[0].detail
+    assert problems and "step 7: a row's documents are not the data's" in problems[0].detail

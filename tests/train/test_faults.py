@@ -8,6 +8,7 @@ own handling is what is tested.
 import dataclasses
 import errno
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,6 +137,7 @@ def test_loss_spikes_are_recorded(tiny_config, monkeypatch):
     spike = json.loads((cfg.run_dir / "spikes" / "step14.json").read_text())
     assert spike["batch"] == 13 and spike["loss"] > 2 * spike["running_mean"]
     assert spike["windows"] == trainer.batches.window_indices(13).tolist()
+    assert spike["sources"] == [Path(cfg.data.dataset).name] * 4  # its one source
     per_seq = spike["sequence_losses"]  # the real losses: the injection scales only the mean
     assert len(per_seq) == 4 and spike["loss"] == pytest.approx(3 * sum(per_seq) / 4, rel=1e-4)
     assert read_metrics(cfg.run_dir)[-1]["spikes"] == 1

@@ -3,6 +3,7 @@ of every batch, the per-source validation losses, resumes, a one-source mixture 
 the plain run, and the refusals (another tokenizer, a source that would run out)."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -53,6 +54,9 @@ def test_per_source_counts_and_validation_losses(sources, tmp_path):
     for step in range(6):  # 10 rows a batch: exactly 6, 3 and 1 of web, code, books
         origin = trainer.batches.origin(step)
         assert np.bincount(origin.sources, minlength=3).tolist() == [6, 3, 1]
+        spike = trainer.batches.spike_rows(step, ["web", "code", "books"])  # a spike's rows
+        assert spike["windows"] == origin.windows.tolist()
+        assert [spike["sources"].count(n) for n in ("web", "code", "books")] == [6, 3, 1]
     trainer.fit()
     records = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in records if r.get("val_loss") is not None]
@@ -131,14 +135,64 @@ def test_verify_and_batch_read_a_mixture_run(sources, tmp_path, capsys):
     (run / "checkpoints/step4/strata.json").write_text(json.dumps(meta))
     assert "data-mismatch" in {p.kind for p in verify(run)}
     capsys.readouterr()
-    assert main(["batch", str(run), "--find", "def"]) == 2  # needs one dataset's stream
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "a mixture of 3 sources" in err[0]
-    assert main(["batch", str(run), "--step", "3", "--format", "json"]) == 0  # the ledger
-    rows = json.loads(capsys.readouterr().out)["rows"]
     origin = Trainer(config(sources[0], tmp_path / "again", mixture(sources))).batches.origin(3)
+    assert main(["batch", str(run), "--step", "3", "--format", "json"]) == 0  # the ledger
+    got = json.loads(capsys.readouterr().out)
+    rows = got["rows"]
     assert [r["source"] for r in rows] == [["web", "code", "books"][s] for s in origin.sources]
     assert [r["window"] for r in rows] == origin.windows.tolist()
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert got["batch_sha256"] == next(r["batch_sha256"] for r in logged if r["step"] == 4)
+    assert main(["batch", str(run), "--step", "3", "--rank", "1", "--world", "2",
+                 "--format", "json"]) == 0  # fmt: skip
+    half = json.loads(capsys.readouterr().out)
+    assert half["rows"] == rows[2:] and half["batch_sha256"] == got["batch_sha256"]
+    assert main(["batch", str(run), "--step", "3", "--rank", "0", "--world", "3"]) == 2
+    assert main(["batch", str(run), "--step", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "def function_" in text and "needs the prepared data" not in text
+
+
+def test_batch_find_searches_every_source_of_a_mixture(sources, tmp_path, capsys):
+    from strata.tokenizer import TokenShards
+
+    from strata.cli import main
+
+    cfg = config(sources[0], tmp_path, mixture(sources))
+    Trainer(cfg).fit()
+    run, shards = str(cfg.run_dir), [TokenShards(p, "train") for p in sources]
+    trainer = Trainer(config(sources[0], tmp_path / "again", mixture(sources)))
+    rows = []  # (step, row, source, window) of every trained row
+    for t in range(cfg.train.max_steps):
+        origin = trainer.batches.origin(t)
+        pairs = zip(origin.sources.tolist(), origin.windows.tolist(), strict=True)
+        rows += [(t, j, s, w) for j, (s, w) in enumerate(pairs)]
+    text = {r: _decode(sources[r[2]], shards[r[2]].window(r[3], 32)) for r in rows}
+    name = next(m for r in rows if r[2] == 1 for m in re.findall(r"function_2\d+\(", text[r]))
+    want = [(t, j, w) for (t, j, s, w) in rows if s == 1 and name in text[(t, j, s, w)]]
+    capsys.readouterr()
+    assert main(["batch", run, "--find", name, "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["sources"]["code"]["occurrences"] == 1  # code holds function_2000 .. 2099
+    assert found["sources"]["web"]["occurrences"] == found["sources"]["books"]["occurrences"] == 0
+    assert [(h["step"], h["row"], h["window"]) for h in found["hits"]] == want  # naive
+    assert want and all(h["source"] == "code" for h in found["hits"])
+    assert main(["batch", run, "--find", name]) == 0
+    assert "per source: web 0, code 1, books 0" in capsys.readouterr().out
+    shutil.move(sources[2], tmp_path / "moved")  # one source's data gone
+    try:
+        assert main(["batch", run, "--find", name]) == 2
+        assert "needs the prepared data of every source" in capsys.readouterr().err
+        assert main(["batch", run, "--step", "1"]) == 0
+        assert "decoded text needs the prepared data" in capsys.readouterr().out
+    finally:
+        shutil.move(tmp_path / "moved", sources[2])
+
+
+def _decode(dataset, tokens):
+    from strata.tokenizer import Tokenizer
+
+    return Tokenizer.load(dataset / "tokenizer").decode(tokens.tolist())
 
 
 def test_two_processes_read_the_rows_of_one(sources):
