@@ -162,3 +162,20 @@ def test_published_weights_are_byte_identical_without_clipping(tiny_dataset, tmp
         assert [k for k in a if not torch.equal(a[k], b[k])] == [], step
     first = load_file(tmp_path / "n1" / "checkpoints" / "step0" / "model.safetensors")
     assert not any(torch.equal(first[k], a[k]) for k in a)  # training moved every tensor
+
+
+def test_a_mixture_trains_the_same_batches_on_two_processes(tiny_dataset, tmp_path):
+    """A two-source mixture: 1 and 2 processes train the same global batches (digests)
+    and write the same data ledger, byte for byte."""
+    sources = (f"data.sources=[{{dataset = '{tiny_dataset}', weight = 0.75, name = 'a'}}, "
+               f"{{dataset = '{tiny_dataset}', weight = 0.25, name = 'b'}}]")  # fmt: skip
+    extra = (sources, "train.max_steps=4", "train.eval_every=0", "log.every=1")
+    run(1, tiny_dataset, tmp_path, "one", *extra)
+    run(2, tiny_dataset, tmp_path, "two", *extra)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert [r["batch_sha256"] for r in one] == [r["batch_sha256"] for r in two]
+    assert len(one) == 4
+    ledgers = [sorted((tmp_path / n / "data_ledger").iterdir()) for n in ("one", "two")]
+    assert [p.name for p in ledgers[0]] == [p.name for p in ledgers[1]]
+    for a, b in zip(*ledgers, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
