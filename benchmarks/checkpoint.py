@@ -4,6 +4,8 @@ revisions, against a plain copy of the same bytes on the same disk.
     PYTHONPATH=. python benchmarks/checkpoint.py                    # llama-60m on CPU
     PYTHONPATH=. python benchmarks/checkpoint.py --preset llama-1b --device cuda --out /scratch
     PYTHONPATH=. python benchmarks/checkpoint.py --preset pythia-1b --only publish
+    PYTHONPATH=. python benchmarks/checkpoint.py --only state          # publish.training_state
+    PYTHONPATH=. python benchmarks/checkpoint.py --preset pythia-1b --only state --sync
 
 One process. A model and its AdamW state (one step taken, so the moments exist) are
 saved `--repeat` times each way; medians are reported in seconds and GB/s of bytes on
@@ -15,7 +17,10 @@ trainer's default: training waits for the gather into CPU memory only). The refe
 is `shutil.copytree` of the written resume checkpoint, and `shutil.copyfile` of the
 published weights. The last line turns the blocked time of a background publication
 into the step time above which it costs under 1% of training at `publish.every` steps
-between saves.
+between saves. `--only state` measures a publication with `publish.training_state`:
+the revision and the pinned resume checkpoint of its step, as the trainer writes them
+(both in the background, or with `--sync` both synchronous: a model whose state and a
+staging copy of it do not fit in memory), with the disk the two take per revision.
 """
 
 from __future__ import annotations
@@ -107,12 +112,35 @@ def publish_case(root: Path, model, background: bool, repeat: int) -> dict[str, 
     }
 
 
+def state_case(root: Path, model, opt, background: bool, repeat: int) -> dict[str, float]:
+    """A revision and its training state per step, as `publish.training_state` writes."""
+    publisher = Publisher(root / "ckpts-state", background=background)
+    writer = ResumeWriter(root / "resume-state", keep=1, background=background)
+    blocked, total = [], []
+    for step in range(repeat):
+        writer.pinned.add(step)
+        t0 = time.perf_counter()
+        publisher.publish(step, model, model.config, None, {})
+        writer.save(step, model, opt, {"tokens": 0})
+        t1 = time.perf_counter()
+        publisher.wait()
+        writer.wait()
+        blocked.append(t1 - t0)
+        total.append(time.perf_counter() - t0)
+    publisher.close()
+    first = (publisher.root / "step0", writer.resume_dir / "step-00000000")
+    size = sum(folder_bytes(f) for f in first)
+    return {"bytes": size, "blocked": statistics.median(blocked),
+            "total": statistics.median(total)}  # fmt: skip
+
+
 def report(name: str, r: dict[str, float]) -> None:
     gb = r["bytes"] / 1e9
     line = f"{name:14s} {gb:6.2f} GB  {r['total']:6.2f} s ({gb / r['total']:.2f} GB/s)"
     if "blocked" in r:
         line += f", blocks training {r['blocked']:.2f} s"
-    line += f"; plain copy {r['copy']:.2f} s ({gb / r['copy']:.2f} GB/s)"
+    if "copy" in r:
+        line += f"; plain copy {r['copy']:.2f} s ({gb / r['copy']:.2f} GB/s)"
     print(line)
 
 
@@ -122,13 +150,17 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", type=Path, default=None, help="folder on the disk to measure")
-    p.add_argument("--only", choices=("all", "resume", "publish"), default="all")
+    p.add_argument("--only", choices=("all", "resume", "publish", "state"), default="all")
+    p.add_argument("--sync", action="store_true", help="with --only state: no background")
     p.add_argument("--publish-every", type=int, default=1000, help="steps between saves")
     args = p.parse_args()
     model, opt = build(args.preset, args.device, optimizer=args.only != "publish")
     print(f"{args.preset}: {model.num_params() / 1e6:.1f}M parameters, {args.device}")
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         root = Path(tmp)
+        if args.only == "state":
+            how = "sync" if args.sync else "async"
+            report(f"state ({how})", state_case(root, model, opt, not args.sync, args.repeat))
         if args.only in ("all", "resume"):
             report("resume (sync)", resume_case(root, model, opt, False, args.repeat))
             report("resume (async)", resume_case(root, model, opt, True, args.repeat))

@@ -25,6 +25,7 @@ run "$PYTHON" benchmarks/train_step.py --rounds 5 --steps 3
 run "$PYTHON" benchmarks/moe.py --rounds 3 --steps 2
 run "$PYTHON" benchmarks/data.py --steps 300
 run "$PYTHON" benchmarks/checkpoint.py --preset llama-60m --repeat 2
+run "$PYTHON" benchmarks/checkpoint.py --preset llama-60m --only state --repeat 2
 run "$PYTHON" benchmarks/attention.py
 run "$PYTHON" benchmarks/loss.py
 

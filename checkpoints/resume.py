@@ -5,7 +5,8 @@ Layout: `resume/step-XXXXXXXX/` holds the DCP shards (model, optimizer, RNG stat
 ever unpickled). A checkpoint is written to `step-XXXXXXXX.tmp/`, renamed into place,
 and only then is `resume/latest` (a one-line text file naming the folder) replaced
 atomically; a crash at any point leaves the previous checkpoint as `latest`. Old
-checkpoints beyond `keep` are pruned after the new one is in place.
+checkpoints beyond `keep` are pruned after the new one is in place, except the pinned
+steps (`publish.training_state`: the state of every published revision).
 
 Loading goes through `checkpoints/safe_dcp.py`: DCP's own reader unpickles the
 `.metadata` file and loads non-tensor values with `weights_only=False`, so a planted
@@ -85,6 +86,7 @@ class ResumeWriter:
 
     def __init__(self, resume_dir: str | Path, keep: int = 2, background: bool = False) -> None:
         self.resume_dir, self.keep, self.background = Path(resume_dir), keep, background
+        self.pinned: set[int] = set()  # steps never pruned (publish.training_state)
         self.pending: tuple[Any, Path, Path, dict[str, Any]] | None = None
         self.group = (
             dist.new_group(backend="gloo") if background and dist.is_initialized() else None
@@ -137,7 +139,7 @@ class ResumeWriter:
             tmp.rename(final)
             (self.resume_dir / f".{LATEST}.tmp").write_text(final.name + "\n")
             (self.resume_dir / f".{LATEST}.tmp").replace(self.resume_dir / LATEST)
-            prune(self.resume_dir, self.keep)
+            prune(self.resume_dir, self.keep, self.pinned)
         _barrier()
 
 
@@ -165,10 +167,12 @@ def save_resume(
     return ResumeWriter(resume_dir, keep).save(step, model, optimizer, trainer_state)
 
 
-def prune(resume_dir: Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints (and stale temp folders)."""
-    latest = latest_resume(resume_dir)
+def prune(resume_dir: Path, keep: int, pinned: set[int] | frozenset = frozenset()) -> None:
+    """Delete all but the newest `keep` complete checkpoints (and stale temp folders);
+    the checkpoints of `pinned` steps are kept and not counted."""
+    latest, names = latest_resume(resume_dir), {resume_name(s) for s in pinned}
     done = sorted(p for p in resume_dir.glob("step-*") if not p.name.endswith(".tmp"))
+    done = [p for p in done if p.name not in names]
     for old in done[:-keep]:
         if old != latest:
             shutil.rmtree(old, ignore_errors=True)

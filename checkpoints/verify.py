@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strata.checkpoints.fork_check import check_fork, fork_step
 from strata.checkpoints.ledger_check import check_ledger
 from strata.checkpoints.schedule import publish_steps
+from strata.checkpoints.state_check import check_states
 from strata.run import Manifest, RevisionMeta, locate
 from strata.run.config import Config
 from strata.run.config import from_dict as config_from_dict
@@ -162,13 +164,15 @@ def _check_manifest(ckpt: Path, folders: dict[str, int], report: Report) -> dict
     return known
 
 
-def _check_schedule(cfg: Config, known: dict[str, int], ckpt: Path, report: Report) -> None:
-    """Every scheduled step up to the last published one must have been published."""
+def _check_schedule(cfg: Config, known: dict[str, int], ckpt: Path, report: Report,
+                    first: int | None = None) -> None:  # fmt: skip
+    """Every scheduled step from `first` up to the last published one must have been
+    published."""
     if not known:
         return
-    pub = cfg.publish
+    pub, low, high = cfg.publish, first or 0, max(known.values())
     schedule = publish_steps(cfg.train.max_steps, pub.every, pub.extra_steps, pub.log_spaced)
-    for step in sorted({s for s in schedule if s <= max(known.values())} - set(known.values())):
+    for step in sorted({s for s in schedule if low <= s <= high} - set(known.values())):
         report.add("missing-scheduled", ckpt / f"step{step}", "scheduled but not published")
 
 
@@ -284,10 +288,12 @@ def check(
         cfg = None
         report.add("bad-config", run.config, str(err).split(": ", 1)[-1])
     schedule_cfg = cfg if cfg is not None else recorded_config(metas, report)
-    if schedule_cfg is not None:
-        _check_schedule(schedule_cfg, known, ckpt, report)
+    if schedule_cfg is not None:  # a fork publishes from its fork step on
+        _check_schedule(schedule_cfg, known, ckpt, report, fork_step(run and run.root, metas))
     _check_chain(metas, known, _expected_ledger(run, cfg, report), ckpt, report)
     _check_sources(metas, known, ckpt, report)
+    check_states(run.root if run else None, cfg, metas, ckpt, report.add)
+    check_fork(run.root if run else None, metas, ckpt, report.add, report.notes.append)
     if run is not None:  # the data ledger: hashes, revisions' positions, the order
         check_ledger(run.root, cfg, metas, ckpt, report.add)
     if recompute:

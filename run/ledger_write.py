@@ -38,19 +38,20 @@ class LedgerWriter:
         self.steps = self._durable = start_step
         self._first = len(chunks) * header.steps_per_chunk  # the open chunk's first step
         self._named = list(chunks)  # what index.json names
+        self.extra: dict[str, Any] = {}  # more keys of index.json
         shape = (header.steps_per_chunk, header.batch_size)
         self._buffer = {n: np.zeros(shape, d) for n, d in zip(COLUMNS, header.dtypes, strict=True)}
 
     @classmethod
     def open(cls, folder: str | Path, batch_size: int, source_names: Sequence[str],
              n_documents: Sequence[int], n_windows: Sequence[int], max_epoch: int,
-             max_span: int, steps_per_chunk: int = 1000,
-             start_step: int = 0) -> LedgerWriter:  # fmt: skip
+             max_span: int, steps_per_chunk: int = 1000, start_step: int = 0,
+             extra: dict[str, Any] | None = None) -> LedgerWriter:  # fmt: skip
         """The writer of the ledger in `folder` from `start_step` on, dropping what was
         recorded past it; ValueError for a ledger of another shape or one stopping before
         `start_step`. n_documents, n_windows: per source; epochs go up to max_epoch, spans to
         max_span (seq_len: a window's seq_len + 1 tokens reach at most seq_len more
-        documents)."""
+        documents). `extra`: more keys for index.json (a fork's `fork` record)."""
         folder, start = Path(folder), checked_count("start_step", start_step, 0)
         new = Header.create(batch_size, source_names, n_documents, n_windows, max_epoch,
                             steps_per_chunk, max_span)  # fmt: skip
@@ -63,6 +64,7 @@ class LedgerWriter:
             raise ValueError(f"{folder}: the ledger holds {old.steps} steps, not {start}")
         number, k = divmod(start, new.steps_per_chunk)
         writer = cls(folder, new, old.chunks[:number], start)
+        writer.extra = dict(extra or {})
         if k:
             cols, chunk = old.chunk_columns(number), old.chunks[number]
             if prefix_digest(cols, chunk.steps) != chunk.sha256:
@@ -124,7 +126,7 @@ class LedgerWriter:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.folder / named[-1].file)
-        index = {"steps": self.steps, "chunks": [c._asdict() for c in named]}
+        index = {**self.extra, "steps": self.steps, "chunks": [c._asdict() for c in named]}
         write_atomic(self.folder / INDEX, self.header.to_dict() | index)
         for path in self.folder.iterdir():  # versions the index no longer names, leftovers
             stale = CHUNK_FILE.fullmatch(path.name) and path.name not in {c.file for c in named}

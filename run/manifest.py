@@ -33,6 +33,8 @@ class ManifestEntry:
     tokens: int | None = None
     last_batch_loss: float | None = None
     val_loss: float | None = None
+    training_state: str | None = None
+    """The run-relative resume checkpoint of this step (publish.training_state)."""
 
     @classmethod
     def from_dict(cls, raw: Any, where: Path) -> ManifestEntry:
@@ -50,14 +52,17 @@ class ManifestEntry:
                 "last_batch_loss": raw["train_loss"]
             }
         values = {k: take(raw, k, t, where) for k, t in
-                  (("tokens", int), ("last_batch_loss", float), ("val_loss", float))}  # fmt: skip
+                  (("tokens", int), ("last_batch_loss", float), ("val_loss", float),
+                   ("training_state", str))}  # fmt: skip
         return cls(name, step, **values)
 
     @classmethod
     def of(cls, meta: RevisionMeta) -> ManifestEntry:
         step = meta.step if meta.step is not None else -1
+        state = meta.extra.get("training_state")
         return cls(meta.revision or revision_name(step), step, meta.tokens,
-                   meta.last_batch_loss, meta.val_loss)  # fmt: skip
+                   meta.last_batch_loss, meta.val_loss,
+                   state if isinstance(state, str) else None)  # fmt: skip
 
 
 class _Bad(ValueError):
@@ -112,8 +117,9 @@ class Manifest:
         return max(earlier, key=lambda r: r.step).revision if earlier else None
 
     def write(self) -> None:
-        body = {"format_version": self.format_version,
-                "revisions": [asdict(r) for r in self.revisions]}  # fmt: skip
+        entries = [{k: v for k, v in asdict(r).items() if v is not None or k != "training_state"}
+                   for r in self.revisions]  # fmt: skip
+        body = {"format_version": self.format_version, "revisions": entries}
         write_atomic(self.path, body)
         self.exists = True
 

@@ -240,6 +240,13 @@ class PublishConfig(Typed):
     memory; rank 0 writes, hashes and renames the revision from a thread. Never two in
     flight; a resume checkpoint of a later step waits for it. Sharded models above
     `async_max_gb` are streamed synchronously instead."""
+    training_state: bool = False
+    """Keep, for every published revision, the full resume state of its step (model,
+    optimizer, schedule position, RNG, data cursor): the resume checkpoint
+    `resume/step-XXXXXXXX` of that step, which `checkpoint.keep` never prunes, named
+    by the revision's `strata.json` and the manifest (`training_state`). A fork starts
+    from it (`strata train CONFIG --from RUN/checkpoints/stepN`). Disk: about 3x the
+    fp32 weights per revision (weights and AdamW's two moments)."""
     async_max_gb: float = setting(8.0, ge=0, expected="GB >= 0")
     """A sharded model (2+ processes) whose fp32 weights pass this many GB is not copied
     whole into rank 0's memory for a background write: it is streamed into the file one

@@ -46,7 +46,13 @@ class RunLedger:
     """Records the batches of one run into `run_dir`/data_ledger (rank 0)."""
 
     def __init__(
-        self, run_dir: Path, batches: TrainBatches, names: list[str], max_steps: int, start: int
+        self,
+        run_dir: Path,
+        batches: TrainBatches,
+        names: list[str],
+        max_steps: int,
+        start: int,
+        fork: dict[str, Any] | None = None,
     ) -> None:
         self.batches, folder = batches, Path(run_dir) / LEDGER_DIR
         self.starts = [np.asarray(s._doc_starts, dtype=np.int64) for s in batches.sources]
@@ -60,6 +66,7 @@ class RunLedger:
         self.writer = LedgerWriter.open(
             folder, batches.global_batch_size, names, [max(len(s), 1) for s in self.starts],
             list(counts), max_epoch, batches.seq_len, start_step=min(start, recorded),
+            extra={"fork": fork} if fork else None,
         )  # fmt: skip
         for step in range(self.writer.steps, start):  # an older run, or a shorter ledger
             self.record(step)

@@ -57,6 +57,7 @@ from strata.train.faults import (
     guarded_update,
     sequence_losses,
 )
+from strata.train.fork import start_fork
 from strata.train.metrics import (
     MetricsLogger,
     StepRecords,
@@ -77,7 +78,7 @@ __all__ = ["RunStopped", "Trainer"]  # RunStopped: the CLI catches it from here
 
 
 class Trainer(WriteFaults):
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, fork_from: str | None = None) -> None:
         self.cfg, self.run, t = cfg, RunPaths(cfg.run_dir), cfg.train
         self.run_dir = self.run.root
         if t.threads:
@@ -94,6 +95,8 @@ class Trainer(WriteFaults):
         self.source_records = data.source_records
         self.tokenizer = install_tokenizer(self.run, data)
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
+        tok_sha = self.train_shards.index["tokenizer_sha256"]
+        self.fork = start_fork(self.run, cfg, fork_from, (tok_sha, self.dataset_fingerprint))
         check_resume(self.run, cfg, self.dataset_fingerprint)  # the same run, or refused
         p = cfg.publish
         self.publisher = Publisher(self.run.checkpoints, p.async_write, p.async_max_gb)
@@ -104,12 +107,16 @@ class Trainer(WriteFaults):
         self.guard = StepGuard(t, self.device)
         # published_loss: (step, train loss) of the last revision published or resumed
         self.publish_at = set(publish_steps(t.max_steps, p.every, p.extra_steps, p.log_spaced))
+        if self.fork:  # the fork point, compared with the parent's revision
+            self.publish_at.add(self.fork["step"])
         self.step, self.published_loss, unlogged = resume(
             self.run, self.model, self.optimizer, t.max_steps
         )
         self.resume_writer = ResumeWriter(
             self.run.resume, cfg.checkpoint.keep, cfg.checkpoint.async_save
         )
+        if p.training_state:  # the state of every revision is kept
+            self.resume_writer.pinned = set(self.publish_at)
         write_config(self.run, cfg)
         flops = self.model.flops_per_token(t.seq_len)
         peak = peak_flops(self.device, cfg.log.peak_tflops)
@@ -123,7 +130,7 @@ class Trainer(WriteFaults):
         names = [r["name"] for r in data.source_records] or [data.dataset.name]
         self.source_names = names
         self.ledger = (
-            RunLedger(self.run.root, self.batches, names, t.max_steps, self.step)
+            RunLedger(self.run.root, self.batches, names, t.max_steps, self.step, self.fork)
             if dist.is_rank0() else None
         )  # fmt: skip
 
@@ -182,8 +189,8 @@ class Trainer(WriteFaults):
         return next(iter(self.source_losses.values()))
 
     def maybe_checkpoint(self, step: int, force: bool = False) -> None:
-        every = self.cfg.checkpoint.every
-        if force or step % every == 0 or step == self.cfg.train.max_steps:
+        every, pinned = self.cfg.checkpoint.every, step in self.resume_writer.pinned
+        if force or pinned or step % every == 0 or step == self.cfg.train.max_steps:
             self._wait_publication(step, before=step)  # revisions up to `latest`: complete
             then = "its resume checkpoint was not written and "
             ensure_finite(self.model, step, self.run.resume, then)
@@ -218,6 +225,12 @@ class Trainer(WriteFaults):
                 "last_batch_loss": batch_loss, "val_loss": val_loss, "data": cursor,
                 "eval_dtype": eval_dtype(self.dtype, self.cfg.train.param_dtype),
                 "run": self.cfg.to_dict()}  # fmt: skip
+        if self.fork:  # the parent run, the fork step, the changed keys
+            info["fork"] = self.fork
+        if self.cfg.publish.training_state:  # its full state, run-relative
+            info["training_state"] = (
+                self.run.resume_step(step).relative_to(self.run.root).as_posix()
+            )
         if self.ledger is not None:  # where the data ledger stands at this revision
             info["ledger"] = self.ledger.position(step)
         if self.source_records:  # a mixture: its sources, their validation losses
@@ -268,6 +281,8 @@ class Trainer(WriteFaults):
         # background, or before the manifest update): the same weights and train loss
         resumed_loss = self.published_loss[1] if self.published_loss[0] == step else None
         self.maybe_publish(step, resumed_loss, None)
+        if step == 0 and self.cfg.publish.training_state:
+            self._save_or_stop(0, force=True)  # the state of revision step0
         preemption = Preemption().install()
         try:
             step = self._loop(step, preemption)

@@ -18,6 +18,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pretrain a model from a TOML recipe")
     p.add_argument("config", help="TOML recipe, e.g. configs/quickstart.toml")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument(
+        "--from", dest="fork_from", metavar="RUN/checkpoints/stepN",
+        help="fork: start this new run from that revision's training state "
+        "(publish.training_state); docs/forks.md",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
 
@@ -49,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     first = int(os.environ.get("RANK", "0")) == 0  # rank 0 holds the run for its life
     try:
         with RunLock(cfg.run_dir, held=first):  # one trainer per run folder
-            trainer = Trainer(cfg)
+            trainer = Trainer(cfg, fork_from=args.fork_from)
             trainer.fit()
     except RunStopped as err:  # diverged or disk full: the message says what was kept
         print(f"strata: error: {err}", file=sys.stderr)

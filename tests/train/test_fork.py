@@ -1,0 +1,172 @@
+"""Training states kept with every revision (`publish.training_state`) and forks from them
+(`strata train CONFIG --from RUN/checkpoints/stepN`): a fork with no change trains the
+parent's steps bit for bit (on one process and on two), a WSD anneal from the fork
+step, the records of the fork, verify across the fork point, and the refusals."""
+
+import json
+import shutil
+
+import pytest
+from strata.checkpoints.verify import verify
+from strata.run.config import load_config
+from strata.run.ledger import Ledger
+from strata.train.trainer import Trainer
+
+from tests.conftest import tiny_overrides
+from tests.train.runs import read_metrics, run_ok, train_cmd
+
+PARENT = {
+    "run.name": "parent", "publish.training_state": "true", "train.deterministic": "true",
+    "checkpoint.every": 5, "checkpoint.keep": 1, "train.grad_clip": 0.0,
+    "optim.schedule": "'constant'",
+}  # fmt: skip
+
+
+def config(dataset, out, **extra):
+    return load_config("configs/debug.toml", tiny_overrides(dataset, out, **(PARENT | extra)))
+
+
+@pytest.fixture(scope="module")
+def parent(tiny_dataset, tmp_path_factory):
+    cfg = config(tiny_dataset, tmp_path_factory.mktemp("fork"))
+    Trainer(cfg).fit()
+    return cfg
+
+
+def read_meta(run, step):
+    return json.loads((run / f"checkpoints/step{step}/strata.json").read_text())
+
+
+def weights(run, step):
+    return (run / f"checkpoints/step{step}/model.safetensors").read_bytes()
+
+
+def test_every_revision_keeps_its_training_state(parent):
+    run = parent.run_dir
+    kept = sorted(p.name for p in (run / "resume").iterdir() if p.is_dir())
+    published = [0, 1, 2, 4, 8, 12]
+    assert kept == sorted(f"step-{s:08d}" for s in [*published, 10])  # 5 pruned, keep = 1
+    manifest = json.loads((run / "checkpoints/manifest.json").read_text())
+    for entry in manifest["revisions"]:
+        meta = json.loads((run / "checkpoints" / entry["revision"] / "strata.json").read_text())
+        assert (
+            meta["training_state"] == entry["training_state"] == f"resume/step-{meta['step']:08d}"
+        )
+    assert verify(run) == []
+
+
+def test_verify_reports_a_missing_or_misnamed_state(parent, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(parent.run_dir, run, ignore=shutil.ignore_patterns(".lock"))
+    shutil.rmtree(run / "resume/step-00000004")
+    path = run / "checkpoints/step2/strata.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"training_state": "../x"}))
+    found = {(p.kind, p.path.split("/")[-1]) for p in verify(run)}
+    assert ("missing-training-state", "step-00000004") in found
+    assert ("bad-training-state", "strata.json") in found
+
+
+def test_a_fork_without_changes_trains_the_parents_steps_bit_for_bit(parent, tiny_dataset):
+    cfg = config(tiny_dataset, parent.run_dir.parent, **{"run.name": "same"})
+    Trainer(cfg, fork_from=str(parent.run_dir / "checkpoints/step4")).fit()
+    fork, mother = cfg.run_dir, parent.run_dir
+    for step in (4, 8, 12):  # the fork point and after
+        assert weights(fork, step) == weights(mother, step), step
+    ours = [(r["step"], r["loss"], r["batch_sha256"]) for r in read_metrics(fork)]
+    theirs = [(r["step"], r["loss"], r["batch_sha256"]) for r in read_metrics(mother)]
+    assert ours == theirs[4:]
+    record = json.loads((fork / "fork.json").read_text())
+    assert record == {"parent_run": str(mother), "parent_revision": "step4", "step": 4,
+                      "changed": {}}  # fmt: skip
+    for step in (4, 8, 12):
+        assert (
+            json.loads((fork / f"checkpoints/step{step}/strata.json").read_text())["fork"] == record
+        )
+    ledger, full = Ledger.read(fork / "data_ledger"), Ledger.read(mother / "data_ledger")
+    assert ledger.position(12) == full.position(12)  # steps 0 .. 11, the parent's too
+    assert json.loads((fork / "data_ledger/index.json").read_text())["fork"] == record
+    assert verify(fork) == []
+    tampered = fork / "checkpoints/step4/strata.json"
+    tampered.write_text(
+        json.dumps(json.loads(tampered.read_text()) | {"fork": record | {"step": 2}})
+    )
+    assert "fork-mismatch" in {p.kind for p in verify(fork)}
+
+
+def test_a_fork_on_two_processes_trains_the_same_weights(parent, tiny_dataset, tmp_path):
+    """One process wrote the state; two continue it: each rank's one micro-batch of 2 rows
+    adds the same numbers as the parent's two (no clipping), so the weights are equal."""
+    values = {k: v for k, v in PARENT.items() if k != "run.name"} | {"run.name": "two"}
+    source = str(parent.run_dir / "checkpoints/step4")
+    run_ok(train_cmd(2, tiny_dataset, parent.run_dir.parent, "--from", source, **values))
+    fork = parent.run_dir.parent / "two"
+    for step in (8, 12):
+        assert weights(fork, step) == weights(parent.run_dir, step), step
+
+
+def test_a_wsd_fork_anneals_from_the_fork_step(parent, tiny_dataset):
+    changes = {"run.name": "anneal", "optim.schedule": "'wsd'", "optim.decay_fraction": 0.5,
+               "train.max_steps": 16}  # fmt: skip
+    cfg = config(tiny_dataset, parent.run_dir.parent, **changes)
+    Trainer(cfg, fork_from=str(parent.run_dir / "checkpoints/step8")).fit()
+    assert weights(cfg.run_dir, 8) == weights(parent.run_dir, 8)
+    peak = parent.optim.lr
+    assert {r["lr"] for r in read_metrics(parent.run_dir)[4:]} == {peak}  # constant
+    lrs = [r["lr"] for r in read_metrics(cfg.run_dir)]  # steps 9 .. 16
+    assert len(lrs) == 8 and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[0] < peak and lrs[-1] == pytest.approx(peak * cfg.optim.min_lr_ratio)
+    changed = json.loads((cfg.run_dir / "fork.json").read_text())["changed"]
+    assert changed == {"optim.decay_fraction": [parent.optim.decay_fraction, 0.5],
+                       "optim.schedule": ["constant", "wsd"],
+                       "train.max_steps": [12, 16]}  # fmt: skip
+    assert verify(cfg.run_dir) == []
+
+
+def test_a_stopped_fork_resumes_with_the_same_command(parent, tiny_dataset):
+    source = str(parent.run_dir / "checkpoints/step4")
+    short = config(tiny_dataset, parent.run_dir.parent, **{"run.name": "again",
+                                                            "train.max_steps": 8})  # fmt: skip
+    Trainer(short, fork_from=source).fit()
+    record = json.loads((short.run_dir / "fork.json").read_text())
+    cfg = config(tiny_dataset, parent.run_dir.parent, **{"run.name": "again"})
+    Trainer(cfg, fork_from=source).fit()  # resumes at 8, runs to 12
+    assert weights(cfg.run_dir, 12) == weights(parent.run_dir, 12)
+    assert json.loads((cfg.run_dir / "fork.json").read_text()) == record
+    assert read_meta(cfg.run_dir, 12)["fork"] == record
+    assert verify(cfg.run_dir) == []
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("model.d_model=32", "model.d_model (64 -> 32)"),
+        ("train.seq_len=16", "train.seq_len (32 -> 16)"),
+        ("train.seed=5", "train.seed"),
+        ("run.name=parent", "a fork needs its own run.name"),
+    ],
+)
+def test_changes_the_state_cannot_hold_are_refused(parent, tiny_dataset, capsys, override,
+                                                   named):  # fmt: skip
+    from strata.cli import main
+
+    overrides = [*tiny_overrides(tiny_dataset, parent.run_dir.parent, **PARENT), "run.name=bad"]
+    source = str(parent.run_dir / "checkpoints/step4")
+    capsys.readouterr()
+    assert main(["train", "configs/debug.toml", *overrides, override, "--from", source]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0], err
+    assert not (parent.run_dir.parent / "bad" / "resume").exists()
+
+
+def test_a_revision_without_state_cannot_be_forked(tiny_dataset, tmp_path, capsys):
+    from strata.cli import main
+
+    plain = config(tiny_dataset, tmp_path, **{"publish.training_state": "false",
+                                               "train.max_steps": 2})  # fmt: skip
+    Trainer(plain).fit()
+    overrides = [*tiny_overrides(tiny_dataset, tmp_path, **PARENT), "run.name=f"]
+    capsys.readouterr()
+    source = str(plain.run_dir / "checkpoints/step2")
+    assert main(["train", "configs/debug.toml", *overrides, "--from", source]) == 2
+    err = capsys.readouterr().err
+    assert "keeps no training state" in err and "publish.training_state = true" in err
