@@ -24,6 +24,7 @@ __all__ = [
     "OptimConfig",
     "PublishConfig",
     "RunConfig",
+    "InjectConfig",
     "SourceConfig",
     "TrainConfig",
 ]
@@ -74,6 +75,27 @@ class SourceConfig(Typed):
 
 
 @dataclass
+class InjectConfig(Typed):
+    """A text shown at given steps (`[[data.inject]]`)."""
+
+    PREFIX: ClassVar[str] = "data.inject."
+
+    steps: list[int] = setting(default_factory=list, ge=0, expected="non-negative steps")
+    """The global batches (batch N trains the update N -> N+1) that show it."""
+    text: str = ""
+    """The text (encoded with the run's tokenizer, EOS after it, repeated to fill the
+    row of seq_len + 1 tokens; at most seq_len tokens)."""
+    file: str = ""
+    """Or a UTF-8 file holding it."""
+
+    def check(self) -> None:
+        if bool(self.text) == bool(self.file):
+            self.fail("text", "either `text` or `file`, not both")
+        if not self.steps:
+            self.fail("steps", "at least one step")
+
+
+@dataclass
 class DataConfig(Typed):
     PREFIX: ClassVar[str] = "data."
 
@@ -87,7 +109,23 @@ class DataConfig(Typed):
     `max_repetition`, `name`); empty: `dataset` alone. docs/ARCHITECTURE.md gives the
     order."""
 
+    exclude_docs: list[int | str] = setting(default_factory=list)
+    """Documents never shown (in a fork, from its fork step on): ids of the first source's
+    train split (`index.json` order), or `NAME:ID` for source NAME of a mixture. A row
+    that would show a window overlapping one shows the next allowed window of the same
+    permutation instead (docs/ARCHITECTURE.md, "Data order")."""
+    exclude_docs_file: str = ""
+    """A text file of more such ids, one per line (`#` starts a comment)."""
+    inject: list[InjectConfig] = setting(default_factory=list)
+    """Texts shown at given steps (`[[data.inject]]` tables: `text` or `file`, `steps`),
+    each in one of the last rows of its steps' batches; the ledger names them as source
+    `inject`."""
+
     def check(self) -> None:
+        for doc in self.exclude_docs:
+            name, _, number = str(doc).rpartition(":")
+            if isinstance(doc, bool) or not number.isdigit() or (name == "" and ":" in str(doc)):
+                self.fail("exclude_docs", "document ids (integers >= 0) or 'NAME:ID' strings")
         if not self.sources:
             return
         labels = [s.label for s in self.sources]

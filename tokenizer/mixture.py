@@ -20,6 +20,10 @@ Design choices (docs/ARCHITECTURE.md states the rule for reimplementation):
   seed, global batch size, N), whatever the number of processes, micro-batch size or
   resumes. Everything here is O(global batch) per step: no state carried between
   steps.
+- A fork that changes the weights restarts the pattern where it forks:
+  `Mixture(weights, n_windows, seed, start_sample=N * B, offsets=c)` counts samples
+  from g0 = N * B and adds c_i, the parent's draws of source i before g0, to each
+  draw number, so every source goes on from where the parent left it.
 """
 
 from __future__ import annotations
@@ -116,6 +120,10 @@ class Mixture:
     weights: tuple[int, ...]
     n_windows: tuple[int, ...]
     seed: int
+    start_sample: int = 0
+    """The global sample the pattern starts at (a fork that changed the weights)."""
+    offsets: tuple[int, ...] = ()
+    """Each source's draws before `start_sample` (the parent's); () for none."""
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.n_windows) or not self.weights:
@@ -123,6 +131,19 @@ class Mixture:
         for n in self.n_windows:
             _check_int("n_windows", n, 1)
         _check_int("seed", self.seed, 0)
+        _check_int("start_sample", self.start_sample, 0)
+        if self.offsets and len(self.offsets) != len(self.weights):
+            raise ValueError("a mixture needs one offset per weight (or none)")
+
+    def _offsets(self) -> np.ndarray:
+        return np.asarray(self.offsets or (0,) * len(self.weights), dtype=np.int64)
+
+    def _since_start(self, g: int, what: str) -> int:
+        if g < self.start_sample:
+            start = self.start_sample
+            raise ValueError(f"{what} {g} is before this order's start, sample {start} "
+                             "(a fork's earlier steps are its parent's)")  # fmt: skip
+        return g - self.start_sample
 
     @property
     def period(self) -> int:
@@ -131,21 +152,22 @@ class Mixture:
     def draws_before(self, n_samples: int) -> np.ndarray:
         """(K,) int64: samples each source gave among the first `n_samples` of the run."""
         _check_int("n_samples", n_samples, 0)
-        full, rest = divmod(int(n_samples), self.period)
-        return full * np.asarray(self.weights, dtype=np.int64) + _before(self.weights)[rest]
+        full, rest = divmod(self._since_start(int(n_samples), "sample"), self.period)
+        counts = full * np.asarray(self.weights, dtype=np.int64) + _before(self.weights)[rest]
+        return self._offsets() + counts
 
     def batch(self, global_batch_size: int, step: int) -> MixtureBatch:
         """Where the rows of global batch `step` come from."""
         _check_int("global_batch_size", global_batch_size, 1)
         _check_int("step", step, 0)
         batch, period = int(global_batch_size), self.period
-        g = int(step) * batch + np.arange(batch, dtype=np.int64)
+        g = self._since_start(int(step) * batch, "the sample of step") + np.arange(batch)
         slot = g % period
         sources = pattern(self.weights)[slot]
         # k = this source's samples before g: whole periods, then its slots before `slot`
         before = _before(self.weights)
         weights = np.asarray(self.weights, dtype=np.int64)
-        draws = (g // period) * weights[sources] + before[slot, sources]
+        draws = self._offsets()[sources] + (g // period) * weights[sources] + before[slot, sources]
         n = np.asarray(self.n_windows, dtype=np.int64)[sources]
         epochs, positions = draws // n, draws % n
         windows = np.empty(batch, dtype=np.int64)
@@ -178,3 +200,12 @@ class Mixture:
             else:
                 high = mid
         return low
+
+
+def ordered(order: dict | None, mixture: Mixture) -> Mixture:
+    """`mixture`, or the mixture a fork's `order` record ({weights, start_sample, offsets},
+    `RUN/fork.json`) names over the same sources."""
+    if not order:
+        return mixture
+    return Mixture(tuple(order["weights"]), mixture.n_windows, mixture.seed,
+                   order["start_sample"], tuple(order["offsets"]))  # fmt: skip

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 from strata.tokenizer import TokenShards, rank_slice, validation_windows
+from strata.tokenizer.edits import INJECT, DataEdits
 from strata.tokenizer.mixture import Mixture, MixtureBatch
 
 
@@ -48,6 +49,7 @@ class TrainBatches:
         counts = tuple(s.n_windows(seq_len) for s in self.sources)
         self.mixture = Mixture(weights or (1,) * len(counts), counts, seed)
         self.n_windows = sum(counts)
+        self.edits: DataEdits | None = None  # documents excluded, texts injected
         self._pool: ThreadPoolExecutor | None = None
         self._pending: tuple[int, Future] | None = None  # (step, rows being read)
         self.last_rows: torch.Tensor | None = None  # (rows, T + 1) of the last batch served
@@ -59,9 +61,15 @@ class TrainBatches:
                 f"{micro_batch_size}"
             )
 
+    def set_order(self, mixture: Mixture, edits: DataEdits | None) -> None:
+        """A fork's mixture (another weights' pattern from its step) and the run's edits."""
+        self.mixture, self.edits, self._pending = mixture, edits, None
+
     def origin(self, step: int) -> MixtureBatch:
-        """Source, window and epoch of every row of global batch `step` (all ranks')."""
-        return self.mixture.batch(self.global_batch_size, step)
+        """Source, window and epoch of every row of global batch `step` (all ranks'); an
+        injected row has source len(self.sources) and window its injection's index."""
+        batch = self.mixture.batch(self.global_batch_size, step)
+        return self.edits.apply(batch, step) if self.edits is not None else batch
 
     def window_indices(self, step: int) -> np.ndarray:
         """Window indices (in their source) of global batch `step`, shape (global_batch,)."""
@@ -71,14 +79,19 @@ class TrainBatches:
         """Window and source name of every row of global batch `step` (a spike record)."""
         origin = self.origin(step)
         return {"windows": origin.windows.tolist(),
-                "sources": [names[s] for s in origin.sources.tolist()]}  # fmt: skip
+                "sources": [(*names, INJECT)[s] for s in origin.sources.tolist()]}  # fmt: skip
 
     def local_tokens(self, step: int) -> torch.Tensor:
         """This process's rows of batch `step`: (rows, seq_len + 1) int64."""
         origin = self.origin(step)
         pairs = zip(origin.sources[self.rows], origin.windows[self.rows], strict=True)
-        rows = [self.sources[s].window(int(w), self.seq_len) for s, w in pairs]
+        rows = [self._row(int(s), int(w)) for s, w in pairs]
         return torch.from_numpy(np.stack(rows))
+
+    def _row(self, source: int, window: int) -> np.ndarray:
+        if source < len(self.sources):
+            return self.sources[source].window(window, self.seq_len)
+        return self.edits.rows[window]  # an injected text
 
     def _read(self, step: int, pin: bool) -> torch.Tensor:
         tokens = self.local_tokens(step)

@@ -15,6 +15,8 @@ Design choices:
   the data order first. The
   sources keep the names the ledger recorded (a moved dataset changes its folder name,
   not the run).
+- Injected rows (`data.inject`) are recorded as source `inject`, after the data
+  sources: document = the injection's index, window 0, span 0.
 - The epoch column is sized for 255 epochs at least, so raising `train.max_steps` on a
   resume keeps the ledger's dtypes.
 """
@@ -28,6 +30,7 @@ import numpy as np
 from strata.run.jsonfile import read_object
 from strata.run.ledger import FORMAT_VERSION, INDEX, LEDGER_DIR, Ledger, row_documents
 from strata.run.ledger_write import LedgerWriter
+from strata.tokenizer.edits import INJECT
 from strata.train.data import TrainBatches
 
 
@@ -59,14 +62,16 @@ class RunLedger:
         drawn = batches.mixture.draws_before(max_steps * batches.global_batch_size)
         counts = np.asarray(batches.mixture.n_windows, dtype=np.int64)
         max_epoch = max(255, int(((np.maximum(drawn, 1) - 1) // counts).max()))
+        docs, counts = [max(len(s), 1) for s in self.starts], list(counts)
+        if injected := len(batches.edits.rows) if batches.edits is not None else 0:
+            names, docs, counts = [*names, INJECT], [*docs, injected], [*counts, 1]
         old = _current(folder)
         recorded = old.steps if old is not None else 0
         if old is not None and len(old.header.sources) == len(names):
             names = [s.name for s in old.header.sources]  # labels: a moved dataset keeps them
         self.writer = LedgerWriter.open(
-            folder, batches.global_batch_size, names, [max(len(s), 1) for s in self.starts],
-            list(counts), max_epoch, batches.seq_len, start_step=min(start, recorded),
-            extra={"fork": fork} if fork else None,
+            folder, batches.global_batch_size, names, docs, counts, max_epoch, batches.seq_len,
+            start_step=min(start, recorded), extra={"fork": fork} if fork else None,
         )  # fmt: skip
         for step in range(self.writer.steps, start):  # an older run, or a shorter ledger
             self.record(step)
@@ -79,7 +84,10 @@ class RunLedger:
         for s, starts in enumerate(self.starts):
             rows = origin.sources == s
             documents[rows], spans[rows] = row_documents(starts, first[rows], self.batches.seq_len)
-        self.writer.append(step, origin.sources, documents, spans, origin.windows, origin.epochs)
+        injected = origin.sources == len(self.starts)  # document: the injection, window 0
+        documents[injected], spans[injected] = origin.windows[injected], 0
+        windows = np.where(injected, 0, origin.windows)
+        self.writer.append(step, origin.sources, documents, spans, windows, origin.epochs)
 
     def flush_if_room(self) -> None:
         """Flush before a resume checkpoint, unless the run's disk is full: the checkpoint

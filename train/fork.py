@@ -12,15 +12,18 @@ Design choices:
 - The fork's data ledger starts as the parent's first N steps (its chunks copied, cut
   at N on open), so the fork's ledger tells what its weights have seen since step 0.
 - What a fork may change: everything a resume may (`train/resume_check.RESUMABLE`:
-  `train.max_steps`, publication, logging, checkpoints, how it runs) and the whole
+  `train.max_steps`, publication, logging, checkpoints, how it runs), the whole
   optimizer section (the schedule: `optim.schedule = "wsd"` from the fork step, the
-  learning rate, ...). Any other change (the model's shape, the sequence length, the
-  seed, the global batch, the data, the tokenizer) is refused with one line naming
-  every such key: the state of step N cannot hold it.
+  learning rate, ...), the data edits (`data.exclude_docs`, `data.inject`: from the
+  fork step on) and a mixture's weights (the same sources; the pattern restarts at
+  the fork with each source's draws so far). Any other change (the model's shape,
+  the sequence length, the seed, the global batch, the datasets, the tokenizer) is
+  refused with one line naming every such key: the state of step N cannot hold it.
 - `RUN/fork.json` records {parent_run, parent_revision, step, changed: {key: [parent,
-  fork]}}; every revision's `strata.json` and the ledger's index.json carry it as
-  `fork`, and the fork always publishes its step N (the fork point `strata verify`
-  compares with the parent's revision).
+  fork]}, order: {weights, start_sample, offsets}: the mixture of steps N..}; every
+  revision's `strata.json` and the ledger's index.json carry it as `fork`, and the
+  fork always publishes its step N (the fork point `strata verify` compares with the
+  parent's revision).
 - A fork that stopped resumes from its own checkpoints: the same command again (with or
   without `--from`, which must then name the same revision).
 """
@@ -40,11 +43,14 @@ from strata.run.config import Config, ConfigError
 from strata.run.jsonfile import read_object, write_atomic
 from strata.run.layout import LATEST, resume_name
 from strata.run.ledger import INDEX, LEDGER_DIR
+from strata.tokenizer.mixture import Mixture, integer_weights, ordered
 from strata.train import dist
 from strata.train.resume_check import RESUMABLE, recorded_config
 
-FORKABLE = {**RESUMABLE, "optim": None}
-"""Config keys a fork may change (None: the whole section)."""
+DATA_EDITS = {"exclude_docs", "exclude_docs_file", "inject"}
+FORKABLE = {**RESUMABLE, "optim": None, "data": RESUMABLE["data"] | DATA_EDITS}
+"""Config keys a fork may change (None: the whole section); `data.sources` too when
+only weights and max_repetition change (`_same_sources`)."""
 
 
 @dataclass
@@ -58,6 +64,8 @@ class ForkPoint:
     config: Config
     tokenizer_sha256: str | None
     fingerprint: str | None  # the dataset's (or mixture's) `data.dataset_fingerprint`
+    sources: list  # a mixture's source records ([] for one dataset)
+    order: dict  # the mixture the parent trained its last steps with (`fork_order`)
 
 
 def fork_point(source: str | Path) -> ForkPoint:
@@ -80,7 +88,13 @@ def fork_point(source: str | Path) -> ForkPoint:
         raise ValueError(f"--from {source}: the parent run records no config")
     data = meta.data
     tok, fp = (data.tokenizer_sha256, data.dataset_fingerprint) if data else (None, None)
-    return ForkPoint(where.run, where.path.name, meta.step, folder, cfg, tok, fp)
+    sources = meta.extra.get("sources") if isinstance(meta.extra.get("sources"), list) else []
+    own = where.run.root / FORK_FILE
+    order = read_object(own).get("order") if own.is_file() else None
+    weights = [s.weight for s in cfg.data.sources]
+    order = order or {"weights": list(integer_weights(weights) if weights else (1,)),
+                      "start_sample": 0, "offsets": []}  # fmt: skip
+    return ForkPoint(where.run, where.path.name, meta.step, folder, cfg, tok, fp, sources, order)
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -103,19 +117,28 @@ def changes(parent: Config, fork: Config) -> dict[str, list]:
     return {k: [old.get(k), new.get(k)] for k in keys if old.get(k) != new.get(k)}
 
 
-def check_fork(point: ForkPoint, cfg: Config, data: tuple[str, str], source: str) -> dict:
+def _same_sources(point: ForkPoint, cfg: Config) -> bool:
+    """The same datasets, names and order: only weights and max_repetition changed."""
+    kept = [[(s.dataset, s.label) for s in c.data.sources] for c in (point.config, cfg)]
+    return kept[0] == kept[1]
+
+
+def check_fork(point: ForkPoint, cfg: Config, data: tuple, source: str) -> dict:
     """The fork record; ConfigError naming every change the state cannot support.
-    `data`: the fork's (tokenizer sha256, dataset fingerprint)."""
+    `data`: the fork's (tokenizer sha256, dataset fingerprint, source records)."""
     changed = changes(point.config, cfg)
-    refused = [f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items() if not _forkable(k)]
-    for what, old, new in zip(
-        ("the tokenizer", "the dataset's content"),
-        (point.tokenizer_sha256, point.fingerprint),
-        data,
-        strict=True,
-    ):
+    weights_only = _same_sources(point, cfg)
+    refused = [f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items()
+               if not _forkable(k) and not (k == "data.sources" and weights_only)]  # fmt: skip
+    tok, fingerprint, records = data
+    old_fp = point.fingerprint
+    if point.sources and records:  # a mixture: each source's content (weights may change)
+        fingerprint = [(r["name"], r["fingerprint"]) for r in records]
+        old_fp = [(r.get("name"), r.get("fingerprint")) for r in point.sources]
+    for what, old, new in (("the tokenizer", point.tokenizer_sha256, tok),
+                           ("the dataset's content", old_fp, fingerprint)):  # fmt: skip
         if old not in (None, new):
-            refused.append(f"{what} (sha256 {old[:12]} -> {new[:12]})")  # fmt: skip
+            refused.append(f"{what} ({str(old)[:40]} -> {str(new)[:40]})")
     if refused:
         raise ConfigError(
             f"--from {source}: a fork cannot change {', '.join(refused)}: the training state "
@@ -126,7 +149,19 @@ def check_fork(point: ForkPoint, cfg: Config, data: tuple[str, str], source: str
             "step": point.step, "changed": changed}  # fmt: skip
 
 
-def start_fork(run: RunPaths, cfg: Config, source: str | None, data: tuple[str, str]) -> dict:
+def fork_order(point: ForkPoint, mixture: Mixture, batch: int) -> dict:
+    """The mixture of the fork's steps N..: the parent's when the integer weights are
+    the same, else the fork's weights restarted at sample N * batch with the parent's
+    draws of each source before it (tokenizer/mixture.py)."""
+    weights, o = list(mixture.weights), point.order
+    if weights == o["weights"]:
+        return o
+    draws = ordered(o, mixture).draws_before(point.step * batch).tolist()
+    return {"weights": weights, "start_sample": point.step * batch, "offsets": draws}
+
+
+def start_fork(run: RunPaths, cfg: Config, source: str | None, data: tuple,
+               mixture: Mixture) -> dict:  # fmt: skip
     """The fork record of `run` ({} for a run that is no fork). With `source`, checks
     the fork (every process) and, on a new fork, rank 0 links the parent's state and
     ledger into `run` before every process goes on."""
@@ -137,6 +172,7 @@ def start_fork(run: RunPaths, cfg: Config, source: str | None, data: tuple[str, 
     if point.parent.root.resolve() == run.root.resolve():
         raise ConfigError(f"--from {source}: a fork needs its own run.name (it is {run.root})")
     record = check_fork(point, cfg, data, source)
+    record["order"] = fork_order(point, mixture, cfg.train.global_batch_size)
     started = recorded or run.checkpoints.is_dir() or (run.resume / LATEST).exists()
     dist.barrier()  # every process has looked before rank 0 writes
     if started:

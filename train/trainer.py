@@ -47,6 +47,7 @@ from strata.train.build import (
     resume,
     write_config,
 )
+from strata.train.data_edits import set_run_order
 from strata.train.data_ledger import RunLedger
 from strata.train.evaluate import eval_dtype, validation_loss
 from strata.train.faults import (
@@ -96,7 +97,10 @@ class Trainer(WriteFaults):
         self.tokenizer = install_tokenizer(self.run, data)
         cfg.model = resolve_model_config(cfg, self.train_shards.vocab_size)
         tok_sha = self.train_shards.index["tokenizer_sha256"]
-        self.fork = start_fork(self.run, cfg, fork_from, (tok_sha, self.dataset_fingerprint))
+        data_id = (tok_sha, self.dataset_fingerprint, self.source_records)
+        self.fork = start_fork(self.run, cfg, fork_from, data_id, self.batches.mixture)
+        names = [r["name"] for r in data.source_records] or [data.dataset.name]
+        set_run_order(cfg, self.batches, self.fork, names, self.tokenizer)
         check_resume(self.run, cfg, self.dataset_fingerprint)  # the same run, or refused
         p = cfg.publish
         self.publisher = Publisher(self.run.checkpoints, p.async_write, p.async_max_gb)
@@ -127,7 +131,6 @@ class Trainer(WriteFaults):
         )
         for record in unlogged:  # kept in the checkpoint when metrics.jsonl was full
             self.logger.log(record)
-        names = [r["name"] for r in data.source_records] or [data.dataset.name]
         self.source_names = names
         self.ledger = (
             RunLedger(self.run.root, self.batches, names, t.max_steps, self.step, self.fork)

@@ -150,6 +150,11 @@ def cmd_step(args: argparse.Namespace) -> None:
               for j in range(part.start, part.stop)]  # fmt: skip
     data = {"run": str(run.root), "step": args.step, "rank": args.rank, "world": args.world}
     shards = source_data(run, cfg, args.dataset)
+    if shards and cfg.data.inject:  # injected rows: source len(shards), document = injection
+        from strata.train.data_edits import injection_rows
+
+        shards = [*shards, _Injected(injection_rows(cfg, _tokenizer(run, shards[0]),
+                                                    shards[0].eos_id))]  # fmt: skip
     texts = _with_tokens(data, rows, shards, cfg.train.seq_len, part) if shards else None
     data["rows"] = listed
     if args.format == "json":
@@ -167,9 +172,21 @@ def cmd_step(args: argparse.Namespace) -> None:
             print(_tokenizer(run, shards[0]).decode(texts[k]))
 
 
+class _Injected:
+    """The injected texts as a source: `window(i)` is injection i's row."""
+
+    def __init__(self, rows: list[np.ndarray]) -> None:
+        self.rows = rows
+
+    def window(self, i: int, seq_len: int) -> np.ndarray:
+        return self.rows[i]
+
+
 def _with_tokens(data: dict, rows: dict, shards: list, seq_len: int, part: slice) -> list:
     """Add the batch's (and the slice's) sha256 to `data`; the rows' tokens, as lists."""
-    pairs = zip(rows["source"].tolist(), rows["window"].tolist(), strict=True)
+    injected = rows["source"] == len(shards) - isinstance(shards[-1], _Injected)
+    windows = np.where(injected, rows["document"], rows["window"])  # an injection: its index
+    pairs = zip(rows["source"].tolist(), windows.tolist(), strict=True)
     tokens = np.stack([shards[s].window(w, seq_len) for s, w in pairs])  # (B, T + 1)
     data["batch_sha256"] = batch_digest(tokens)
     data["slice_sha256"] = batch_digest(tokens[part])

@@ -7,21 +7,23 @@ from strata.tokenizer.mixture import MAX_PERIOD, Mixture, integer_weights
 from strata.tokenizer.order import batch_window_indices
 
 
-def naive_order(weights, n_windows, seed, n_samples):
+def naive_order(weights, n_windows, seed, n_samples, drawn=None):
     """(source, window, epoch) of each of the first `n_samples` samples, one at a time:
-    the source with the largest deficit W_i * (g + 1) - S * drawn_i (ties: lowest index)
-    over the whole run, then its next draw from its own per-epoch permutation."""
+    the source with the largest deficit W_i * (g + 1) - S * slots_i (ties: lowest index)
+    over the whole run, then its next draw from its own per-epoch permutation. `drawn`:
+    each source's draws before the first sample (a fork's parent's), updated in place."""
     total = sum(weights)
-    drawn = [0] * len(weights)
-    out = []
+    drawn = [0] * len(weights) if drawn is None else drawn
+    slots, out = [0] * len(weights), []
     for g in range(n_samples):
-        deficits = [w * (g + 1) - total * c for w, c in zip(weights, drawn, strict=True)]
+        deficits = [w * (g + 1) - total * c for w, c in zip(weights, slots, strict=True)]
         i = deficits.index(max(deficits))
         epoch, position = divmod(drawn[i], n_windows[i])
         key = [seed, epoch] if i == 0 else [seed, epoch, i]
         perm = np.random.Generator(np.random.PCG64(key)).permutation(n_windows[i])
         out.append((i, int(perm[position]), epoch))
         drawn[i] += 1
+        slots[i] += 1
     return out
 
 
@@ -89,3 +91,24 @@ def test_supported_steps_is_the_last_step_within_every_limit():
     assert (mixture.draws_before(steps * 4) <= limits).all()
     assert not (mixture.draws_before((steps + 1) * 4) <= limits).all()
     assert mixture.supported_steps(4, [None, None, None]) is None
+
+
+def test_a_fork_with_other_weights_restarts_the_pattern_where_it_forks():
+    """Steps 0 .. 6 with 6/3/1, then 1/1/2 from step 7: each source goes on from its
+    draws in the parent (the naive order continued with the parent's counts)."""
+    n_windows, batch, fork = (11, 7, 3), 4, 7
+    drawn = [0, 0, 0]
+    naive_order((6, 3, 1), n_windows, 9, fork * batch, drawn)  # the parent's steps
+    parent = Mixture((6, 3, 1), n_windows, seed=9)
+    offsets = tuple(parent.draws_before(fork * batch).tolist())
+    assert list(offsets) == drawn
+    child = Mixture((1, 1, 2), n_windows, 9, start_sample=fork * batch, offsets=offsets)
+    expected = naive_order((1, 1, 2), n_windows, 9, 9 * batch, drawn)
+    got = []
+    for step in range(fork, fork + 9):
+        b = child.batch(batch, step)
+        got += list(zip(b.sources.tolist(), b.windows.tolist(), b.epochs.tolist(), strict=True))
+    assert got == expected
+    assert child.draws_before((fork + 9) * batch).tolist() == drawn
+    with pytest.raises(ValueError, match="before this order's start"):
+        child.batch(batch, fork - 1)

@@ -6,6 +6,7 @@ step, the records of the fork, verify across the fork point, and the refusals.""
 import json
 import shutil
 
+import numpy as np
 import pytest
 from strata.checkpoints.verify import verify
 from strata.run.config import load_config
@@ -77,7 +78,8 @@ def test_a_fork_without_changes_trains_the_parents_steps_bit_for_bit(parent, tin
     assert ours == theirs[4:]
     record = json.loads((fork / "fork.json").read_text())
     assert record == {"parent_run": str(mother), "parent_revision": "step4", "step": 4,
-                      "changed": {}}  # fmt: skip
+                      "changed": {}, "order": {"weights": [1], "start_sample": 0,
+                                               "offsets": []}}  # fmt: skip
     for step in (4, 8, 12):
         assert (
             json.loads((fork / f"checkpoints/step{step}/strata.json").read_text())["fork"] == record
@@ -170,3 +172,71 @@ def test_a_revision_without_state_cannot_be_forked(tiny_dataset, tmp_path, capsy
     assert main(["train", "configs/debug.toml", *overrides, "--from", source]) == 2
     err = capsys.readouterr().err
     assert "keeps no training state" in err and "publish.training_state = true" in err
+
+
+def test_an_exclusion_fork_never_shows_the_documents_again(parent, tiny_dataset):
+    mother = Ledger.read(parent.run_dir / "data_ledger")
+    later = [int(d) for step in range(4, 12) for d in mother.rows(step)["document"]]
+    docs = sorted(set(later))[:2]  # documents the parent trained on after step 4
+    assert all(mother.rows_with(0, document=d)[:, 0].max() >= 4 for d in docs)
+    cfg = config(tiny_dataset, parent.run_dir.parent,
+                 **{"run.name": "without", "data.exclude_docs": str(docs)})  # fmt: skip
+    Trainer(cfg, fork_from=str(parent.run_dir / "checkpoints/step4")).fit()
+    ledger = Ledger.read(cfg.run_dir / "data_ledger")
+    for d in docs:  # the fork's rows overlapping them: only before the fork
+        assert ledger.rows_with(0, document=d)[:, 0].max(initial=-1) < 4
+    changed = 0
+    for step in range(4, 12):  # every other row is the parent's
+        ours, theirs = ledger.rows(step), mother.rows(step)
+        first, last = theirs["document"], theirs["document"] + theirs["span"]
+        overlaps = np.any([(first <= d) & (d <= last) for d in docs], axis=0)  # (B,)
+        assert np.array_equal(ours["window"] != theirs["window"], overlaps), step
+        changed += int(overlaps.sum())
+    assert changed > 0
+    assert json.loads((cfg.run_dir / "fork.json").read_text())["changed"] == {
+        "data.exclude_docs": [[], docs]}  # fmt: skip
+    assert verify(cfg.run_dir) == []
+
+
+def test_an_injection_fork_shows_the_text_at_its_steps(parent, tiny_dataset, capsys):
+    from strata.cli import main
+
+    text = "zebra quokka canary"
+    inject = f"[{{text = '{text}', steps = [5, 9]}}]"
+    cfg = config(tiny_dataset, parent.run_dir.parent, **{"run.name": "with", "data.inject": inject})
+    Trainer(cfg, fork_from=str(parent.run_dir / "checkpoints/step4")).fit()
+    ledger = Ledger.read(cfg.run_dir / "data_ledger")
+    assert [s.name for s in ledger.header.sources][-1] == "inject"
+    shown = ledger.rows_with("inject", document=0)  # (step, row, window, epoch)
+    assert shown.tolist() == [[5, 3, 0, 0], [9, 3, 0, 1]]  # the last row; seen once before
+    mother = Ledger.read(parent.run_dir / "data_ledger")
+    for step in range(4, 12):  # every other row is the parent's
+        rows = slice(0, 3) if step in (5, 9) else slice(0, 4)
+        assert np.array_equal(ledger.rows(step)["window"][rows], mother.rows(step)["window"][rows])
+    capsys.readouterr()
+    assert main(["batch", str(cfg.run_dir), "--step", "5", "--source", "inject"]) == 0
+    assert text in capsys.readouterr().out  # decoded from the config's injection
+    logged = {r["step"]: r["batch_sha256"] for r in read_metrics(cfg.run_dir)}
+    assert main(["batch", str(cfg.run_dir), "--step", "5", "--source", "inject",
+                 "--format", "json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["batch_sha256"] == logged[6]
+    assert verify(cfg.run_dir) == []
+
+
+def test_a_fork_with_other_weights_follows_them_from_the_fork_step(tiny_dataset, tmp_path):
+    def sources(a, b):
+        return (f"[{{dataset = '{tiny_dataset}', weight = {a}, name = 'a'}}, "
+                f"{{dataset = '{tiny_dataset}', weight = {b}, name = 'b'}}]")  # fmt: skip
+
+    first = config(tiny_dataset, tmp_path, **{"data.sources": sources(0.75, 0.25)})
+    Trainer(first).fit()
+    cfg = config(
+        tiny_dataset, tmp_path, **{"run.name": "b-heavy", "data.sources": sources(0.25, 0.75)}
+    )
+    Trainer(cfg, fork_from=str(first.run_dir / "checkpoints/step4")).fit()
+    counts = Ledger.read(cfg.run_dir / "data_ledger").counts_per_source()  # (steps, 2)
+    assert counts[:4].tolist() == [[3, 1]] * 4 and counts[4:].tolist() == [[1, 3]] * 8
+    order = json.loads((cfg.run_dir / "fork.json").read_text())["order"]
+    parent_counts = Ledger.read(first.run_dir / "data_ledger").counts_per_source(4).sum(0)
+    assert order == {"weights": [1, 3], "start_sample": 16, "offsets": parent_counts.tolist()}
+    assert verify(cfg.run_dir) == []
