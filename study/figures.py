@@ -111,7 +111,7 @@ def _kinds(rows: list[dict], prefix: str) -> list[str]:
     return [k for k in names if not k[len(prefix) :].startswith("layers.")]
 
 
-def _chart(name: str, caption: str, title: str, rows: list[dict], *panels: Panel) -> Figure:
+def chart_figure(name: str, caption: str, title: str, rows: list[dict], *panels: Panel) -> Figure:
     return Figure(name, title, caption, LineChart(title, x_axis(rows)[1], list(panels)))
 
 
@@ -125,13 +125,13 @@ def curves(rows: list[dict[str, Any]]) -> list[Figure]:
     norms = [_line(rows, k, k[5:], k[5:]) for k in _kinds(rows, "norm/") if k != "norm/total"]
     deltas = [_line(rows, k, k[6:], k[6:]) for k in _kinds(rows, "dnorm/")]
     return [
-        _chart("loss.png", "loss", "Validation loss (nats/token) and bits per byte", rows,
+        chart_figure("loss.png", "loss", "Validation loss (nats/token) and bits per byte", rows,
                *loss_panels),
-        _chart("memorisation.png", "memorisation", "Memorised fraction of training sequences",
+        chart_figure("memorisation.png", "memorisation", "Memorised fraction of training sequences",
                rows, Panel(mem, "sequences memorised (%)", ylim=(0.0, 1.0), percent=True)),
-        _chart("norms.png", "norms", "L2 norm of each parameter kind", rows,
+        chart_figure("norms.png", "norms", "L2 norm of each parameter kind", rows,
                Panel(norms, "L2 (Frobenius) norm")),
-        _chart("dnorm.png", "dnorm", "Relative change since the previous revision", rows,
+        chart_figure("dnorm.png", "dnorm", "Relative change since the previous revision", rows,
                Panel(deltas, DNORM_LABEL, logy=True)),
     ]  # fmt: skip
 
@@ -147,7 +147,7 @@ def per_source(rows: list[dict], source_rows: list[dict[str, Any]]) -> list[Figu
         by_rev = {r["revision"]: r["bpb"] for r in source_rows if r["source"] == name}
         ys = [by_rev.get(r["revision"]) for r in rows]
         lines.append(Line(f"source:{name}", name, [r[xkey] for r in rows], ys))
-    return [_chart("sources.png", "sources", "Bits per byte by source", rows,
+    return [chart_figure("sources.png", "sources", "Bits per byte by source", rows,
                    Panel(lines, "validation bits per byte"))]  # fmt: skip
 
 
@@ -157,7 +157,7 @@ def moe(rows: list[dict], metas: list[RevisionMeta | None]) -> list[Figure]:
         return []
     ratio = [_line(rows, f"moe/{layer}/max_mean_ratio", layer) for layer in layers]
     balance = Panel(ratio, "busiest / mean expert load", hline=1.0)
-    out = [_chart("moe_balance.png", "moe_balance", "MoE load: busiest expert / mean expert",
+    out = [chart_figure("moe_balance.png", "moe_balance", "MoE load: busiest expert / mean expert",
                   rows, balance)]  # fmt: skip
     steps = [str(r["step"]) for r in rows]
     for layer, matrix in layers.items():

@@ -58,7 +58,7 @@ text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
 .meta td{text-align:left}p.note{color:#555}"""
 
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
     return html.escape(cell(value) if not isinstance(value, str) else value)
 
 
@@ -67,11 +67,11 @@ def _header(name: str, facts: dict[str, Any], config: dict[str, Any]) -> str:
     for section, keys in SUMMARY.items():
         values = config.get(section, {})
         items |= {f"{section}.{k}": values[k] for k in keys if k in values}
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in items.items())
-    return f"<h1>Study of {_esc(name)}</h1><table class=meta>{rows}</table>"
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items.items())
+    return f"<h1>Study of {esc(name)}</h1><table class=meta>{rows}</table>"
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
@@ -84,8 +84,8 @@ def story(rows: list[dict[str, Any]]) -> str:
     first, last = rows[0], rows[-1]
     text = (
         f"{len(rows)} revisions from step {first['step']} to step {last['step']}. Validation "
-        f"loss went from {_fmt(first.get('val_loss'))} to {_fmt(last.get('val_loss'))} nats per "
-        f"token ({_fmt(first.get('val_bpb'))} to {_fmt(last.get('val_bpb'))} bits per byte)."
+        f"loss went from {fmt(first.get('val_loss'))} to {fmt(last.get('val_loss'))} nats per "
+        f"token ({fmt(first.get('val_bpb'))} to {fmt(last.get('val_bpb'))} bits per byte)."
     )
     if last.get("n_seen") is not None:
         text += (
@@ -105,10 +105,9 @@ def story(rows: list[dict[str, Any]]) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     names = [n for n in TABLE if any(n in r for r in rows)]
-    head = "".join(f"<th>{_esc(n)}</th>" for n in names)
+    head = "".join(f"<th>{esc(n)}</th>" for n in names)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_esc(_short(r.get(n)))}</td>" for n in names) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{esc(_short(r.get(n)))}</td>" for n in names) + "</tr>" for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -117,11 +116,11 @@ def _short(value: Any) -> Any:
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def _figure(fig: Figure) -> str:
+def figure_html(fig: Figure, explain: dict[str, str] = EXPLAIN) -> str:
     data = base64.b64encode(fig.png).decode("ascii")
     return (
-        f"<h2>{_esc(fig.title)}</h2><p class=note>{_esc(EXPLAIN.get(fig.caption, ''))}</p>"
-        f'<img alt="{_esc(fig.title)}" src="data:image/png;base64,{data}">'
+        f"<h2>{esc(fig.title)}</h2><p class=note>{esc(explain.get(fig.caption, ''))}</p>"
+        f'<img alt="{esc(fig.title)}" src="data:image/png;base64,{data}">'
     )
 
 
@@ -134,7 +133,7 @@ def write_report(
     figures: list[Figure],
 ) -> Path:
     parts = [
-        f"<!doctype html><html><head><meta charset=utf-8><title>Study of {_esc(name)}</title>",
+        f"<!doctype html><html><head><meta charset=utf-8><title>Study of {esc(name)}</title>",
         f"<style>{STYLE}</style></head><body>",
         _header(name, facts, config),
         story(rows),
@@ -142,7 +141,7 @@ def write_report(
         _table(rows),
         '<p class=note>Every column: <a href="metrics.csv">metrics.csv</a>; per source: '
         '<a href="sources.csv">sources.csv</a>. Definitions: docs/study.md.</p>',
-        *map(_figure, figures),
+        *map(figure_html, figures),
         "</body></html>",
     ]
     tmp = path.with_name(f".{path.name}.tmp")

@@ -154,11 +154,13 @@ def decorate(ax: Axes, title: str, ylabel: str) -> None:
 
 
 def legend_below(fig: Figure) -> None:
-    """One legend for the figure, below the axes (outside them), a few entries a row."""
+    """One legend for the figure, below the axes (outside them), a few entries a row; a
+    line drawn in several panels (the same label) is listed once."""
     handles, labels = [], []
     for axis in fig.axes:
-        h, lab = axis.get_legend_handles_labels()
-        handles, labels = handles + h, labels + lab
+        for h, lab in zip(*axis.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles, labels = [*handles, h], [*labels, lab]
     if handles:
         width = max(map(len, labels)) + 6  # characters per entry, with the line sample
         rows = math.ceil(len(handles) / max(1, min(len(handles), 100 // width)))

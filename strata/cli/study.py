@@ -2,6 +2,7 @@
 
     strata study runs/quickstart                     -> runs/quickstart/study/report.html
     strata study hf_revisions/ --data runs/_data/stdlib/shards --seq-len 256
+    strata study runs/a runs/b runs/fork   -> runs/a/study/compare-b-fork/report.html
 
 The measuring options (`--eval-windows`, `--mem-samples`, ...) are generated from the
 fields of `StudySettings`: one option per field, its type, default, bounds and help
@@ -41,8 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "study", help="evaluate every published revision; write CSV, plots and an HTML report"
     )
     p.add_argument(
-        "run", metavar="RUN_OR_DIR", help="run folder, its checkpoints/, or a folder of stepN"
-    )
+        "run", metavar="RUN_OR_DIR", nargs="+",
+        help="run folder, its checkpoints/, or a folder of stepN; several: one report "
+        "comparing them (study/compare.py)",
+    )  # fmt: skip
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: RUN/study)")
     p.add_argument(
         "--data", metavar="DIR", default=None, help="prepared dataset (default: the run's)"
@@ -59,5 +62,11 @@ def cmd_study(args: argparse.Namespace) -> None:
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudySettings)}
     # prints its summary line unless --quiet
-    study(args.run, out=args.out, data=args.data, settings=StudySettings(**values),
+    if len(args.run) > 1:
+        from strata.study.compare import compare
+
+        compare(args.run, out=args.out, data=args.data, settings=StudySettings(**values),
+                force=args.force, quiet=args.quiet)  # fmt: skip
+        return
+    study(args.run[0], out=args.out, data=args.data, settings=StudySettings(**values),
           force=args.force, quiet=args.quiet)  # fmt: skip

@@ -240,3 +240,35 @@ def test_a_fork_with_other_weights_follows_them_from_the_fork_step(tiny_dataset,
     parent_counts = Ledger.read(first.run_dir / "data_ledger").counts_per_source(4).sum(0)
     assert order == {"weights": [1, 3], "start_sample": 16, "offsets": parent_counts.tolist()}
     assert verify(cfg.run_dir) == []
+
+
+def test_another_tokenizer_is_refused(parent, tiny_dataset, tmp_path, capsys):
+    from strata.tokenizer import prepare, train_tokenizer
+
+    from strata.cli import main
+
+    corpus = tiny_dataset.parent / "train.jsonl"
+    train_tokenizer([corpus], tmp_path / "tok", vocab_size=270)  # 288 merges saturate it
+    prepare([corpus], tmp_path / "other", tmp_path / "tok", val_inputs=[corpus], workers=1,
+            progress=False)  # fmt: skip
+    overrides = [*tiny_overrides(tmp_path / "other", parent.run_dir.parent, **PARENT),
+                 "run.name=retok"]  # fmt: skip
+    source = str(parent.run_dir / "checkpoints/step4")
+    capsys.readouterr()
+    assert main(["train", "configs/debug.toml", *overrides, "--from", source]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the tokenizer" in err[0], err
+
+
+def test_edits_read_from_files(parent, tiny_dataset, tmp_path):
+    (tmp_path / "ids.txt").write_text("# excluded\n3\n5  # and this one\n")
+    (tmp_path / "canary.txt").write_text("a canary from a file")
+    edits = {"run.name": "files", "data.exclude_docs_file": f"'{tmp_path / 'ids.txt'}'",
+             "data.inject": f"[{{file = '{tmp_path / 'canary.txt'}', steps = [6]}}]"}  # fmt: skip
+    cfg = config(tiny_dataset, parent.run_dir.parent, **edits)
+    Trainer(cfg, fork_from=str(parent.run_dir / "checkpoints/step4")).fit()
+    ledger = Ledger.read(cfg.run_dir / "data_ledger")
+    for doc in (3, 5):
+        assert ledger.rows_with(0, document=doc)[:, 0].max(initial=-1) < 4
+    assert ledger.rows_with("inject", document=0)[:, 0].tolist() == [6]
+    assert verify(cfg.run_dir) == []
