@@ -44,7 +44,16 @@ setup(
         "tomli; python_version < '3.11'",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "transformers>=4.45", "ruff", "pyarrow", "zstandard"],
+        "test": [
+            "pytest",
+            "hypothesis",
+            "transformers>=4.45",
+            "ruff",
+            "pyarrow",
+            "zstandard",
+            "lm_eval>=0.4.13",
+        ],
+        "eval": ["lm_eval>=0.4.13"],
         "flash": ["flash-attn"],
         "data": ["pyarrow", "zstandard"],
     },

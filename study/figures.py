@@ -168,3 +168,20 @@ def moe(rows: list[dict], metas: list[RevisionMeta | None]) -> list[Figure]:
                              [1.0 / matrix.shape[0]])  # fmt: skip
         out.append(Figure(f"moe_{layer}.png", title, "moe_heatmap", chart))
     return out
+
+
+def tasks(rows: list[dict], chance: dict[str, float | None]) -> list[Figure]:
+    """One panel per task (its first metric, with the chance level dashed), at most
+    `MAX_SOURCES` tasks."""
+    names = list(dict.fromkeys(k.split("/")[1] for r in rows for k in r if k.startswith("task/")))
+    panels = []
+    for task in names[:MAX_SOURCES]:
+        metrics = [k for k in rows[0] if k.startswith(f"task/{task}/") and "_stderr" not in k]
+        if metrics:
+            line = _line(rows, metrics[0], metrics[0].split("/")[-1], f"task:{task}")
+            panels.append(Panel([line], metrics[0].split("/")[-1], task, ylim=(0.0, 1.0),
+                                percent=True, hline=chance.get(task)))  # fmt: skip
+    if not panels:
+        return []
+    return [chart_figure("tasks.png", "tasks", "Downstream tasks (lm-evaluation-harness)",
+                         rows, *panels)]  # fmt: skip

@@ -48,6 +48,9 @@ EXPLAIN = {
     "path component of the document's source; for a run trained on a mixture, each "
     "mixture source's own validation windows), for the largest groups. All groups are "
     "in sources.csv.",
+    "tasks": "Each task's first metric as lm-evaluation-harness computes it (its prompts, "
+    "few-shot sampling and metric), at every revision; the dashed line is chance (the mean "
+    "of 1 / choices of a multiple-choice task). Every metric and its stderr: metrics.csv.",
     "moe_balance": "For each MoE layer, the load of the busiest expert divided by the mean "
     "load: 1 is perfectly balanced.",
     "moe_heatmap": "Fraction of routed tokens each expert received, per revision.",

@@ -77,7 +77,7 @@ def evaluate_revision(
     }
 
 
-def _load(rev: Revision, plan: Plan, settings: StudySettings) -> torch.nn.Module:
+def load_revision(rev: Revision, plan: Plan, settings: StudySettings) -> torch.nn.Module:
     model = load(rev.path, device=settings.torch_device())
     span = settings.mem_prefix + settings.mem_length
     check_compatible(rev.path, rev.meta, model.config, plan, span)
@@ -98,7 +98,7 @@ def evaluate_all(
         key = settings.key(data=plan.key, weights=sha, previous=prev[1] if prev else None)
         record, params = cache.get(rev.name, key), None
         if record is None:
-            model = _load(rev, plan, settings)
+            model = load_revision(rev, plan, settings)
             params = parameters(model)
             prev_params = prev[2] if prev else None
             if prev is not None and prev_params is None:
@@ -143,19 +143,27 @@ def _write_outputs(
     records: list[dict],
     evaluated: list[str],
     start: float,
+    tasks: tuple[list[dict], dict, list[str]] | None = None,
 ) -> tuple[Path, list[dict]]:
     """metrics.csv, sources.csv, the PNGs, report.html and study.json into `out`;
     returns (the report's path, the metric rows)."""
     pairs = list(zip(target.revisions, records, strict=True))
     rows = [metric_row(rev, rec) for rev, rec in pairs]
+    for row, task in zip(rows, tasks[0] if tasks else [], strict=False):
+        row |= task["columns"]  # task/<task>/<metric>, ..._stderr
     by_source = [row for rev, rec in pairs for row in source_rows(rev, rec)]
     write_csv(out / "metrics.csv", columns(rows), rows)
     write_csv(out / "sources.csv", SOURCE_COLUMNS, by_source)
     pictures = figs.curves(rows) + figs.per_source(rows, by_source)
     pictures += figs.moe(rows, [rev.meta for rev in target.revisions])
+    pictures += figs.tasks(rows, tasks[0][-1]["chance"]) if tasks else []
     for fig in pictures:
         (out / fig.name).write_bytes(fig.png)
     facts = _facts(target, plan, settings, len(evaluated))
+    if tasks:
+        ran = tasks[1]
+        facts["tasks"] = (f"{', '.join(ran['configs'])} (lm-evaluation-harness "
+                          f"{ran['harness']}, {ran['num_fewshot']}-shot)")  # fmt: skip
     report = write_report(
         out / "report.html", target.name, facts, target.run_config, rows, pictures
     )
@@ -166,6 +174,7 @@ def _write_outputs(
         "cached": [r.name for r in target.revisions if r.name not in evaluated],
         "ignored": [p.name for p in target.ignored],
         "figures": [f.name for f in pictures],
+        **({"tasks": tasks[1], "tasks_evaluated": tasks[2]} if tasks else {}),
         "seconds": round(time.perf_counter() - start, 3),
     })  # fmt: skip
     return report, rows
@@ -194,12 +203,18 @@ def study(
     out = Path(out) if out is not None else target.default_out
     out.mkdir(parents=True, exist_ok=True)
     records, evaluated = evaluate_all(target, plan, settings, Cache(out / "cache", force), quiet)
+    tasks = None
+    if settings.tasks:
+        from strata.study.tasks import evaluate_tasks
+
+        tasks = evaluate_tasks(target, plan, settings, Cache(out / "cache", force), quiet)
     for left in leftover_dirs(out / ".outputs", complete=False):  # of a killed study
         shutil.rmtree(left, ignore_errors=True)
     tmp = out / f".outputs.tmp-{os.getpid()}"  # every output lands, or none changes
     try:
         tmp.mkdir()
-        report, rows = _write_outputs(tmp, target, plan, settings, records, evaluated, start)
+        report, rows = _write_outputs(tmp, target, plan, settings, records, evaluated, start,
+                                      tasks)  # fmt: skip
         for file in sorted(tmp.iterdir()):  # renames: no space needed
             file.replace(out / file.name)
     except OSError as err:

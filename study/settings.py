@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from strata.model.typed import Typed, device_name, setting
 
+TASK_FIELDS = ("tasks", "num_fewshot", "fewshot_seed", "task_limit")
 DEFAULT_EVAL_WINDOWS = 64  # a run that records no train.eval_windows
 STUDY_VERSION = 2  # 2: every revision scored over the dataset's vocabulary
 
@@ -50,6 +51,15 @@ class StudySettings(Typed):
     """Path components of a document's source that name its group in sources.csv."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    tasks: str | None = None
+    """lm-evaluation-harness tasks, comma-separated: the harness's names, or a YAML file or
+    folder of task YAMLs (local data runs offline); None: no tasks. Needs '.[eval]'."""
+    num_fewshot: int = setting(0, ge=0)
+    """For the tasks: few-shot examples per prompt."""
+    fewshot_seed: int = setting(1234, ge=0)
+    """For the tasks: the seed of the harness's few-shot sampling (and its other seeds)."""
+    task_limit: int | None = setting(None, gt=0)
+    """For the tasks: evaluate at most this many examples of each task; None: all."""
 
     @classmethod
     def spell(cls, name: str) -> str:
@@ -68,7 +78,10 @@ class StudySettings(Typed):
         return device
 
     def key(self, **extra: object) -> str:
-        """sha256 of these settings, the study version and `extra` (dataset, weights...)."""
-        values = dataclasses.asdict(self) | {"device": self.torch_device().type}
+        """sha256 of these settings but the task ones (cached on their own: adding a
+        task re-evaluates nothing else), the study version and `extra` (dataset,
+        weights...)."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in TASK_FIELDS}
+        values |= {"device": self.torch_device().type}
         blob = json.dumps({"v": STUDY_VERSION, **values, **extra}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
