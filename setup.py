@@ -52,6 +52,7 @@ setup(
             "pyarrow",
             "zstandard",
             "lm_eval>=0.4.13",
+            "accelerate",  # lm_eval's own HF model, the reference of tests/study/test_tasks.py
         ],
         "eval": ["lm_eval>=0.4.13"],
         "flash": ["flash-attn"],

@@ -4,9 +4,9 @@ direct scoring of the same requests, at the same batch size.
 
     PYTHONPATH=. python benchmarks/tasks.py RUN [--examples 240] [--batch-size 16]
 
-RUN is a trained run (e.g. `configs/debug.toml` on the stdlib data); a local
-multiple-choice task of `--examples` examples (two choices each, as in
-tests/study/test_tasks.py) is written to a temporary folder. One process, the study's
+RUN is a run trained on the tests' synthetic corpus (tests/conftest.py); its local
+multiple-choice task (`write_mc_task`, two choices each) of about `--examples`
+examples is written to a temporary folder. One process, the study's
 device (CPU here). Prints one line per measurement.
 """
 
@@ -18,33 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from strata.checkpoints.harness import StrataLM, Tasks, run_tasks
 from strata.checkpoints.load import load
 from strata.study import study
 from strata.study.discover import discover
-from strata.study.harness import StrataLM, Tasks, run_tasks
 from strata.study.settings import StudySettings
 from strata.tokenizer import Tokenizer
 
-
-def write_task(root: Path, examples: int) -> Path:
-    rows = []
-    for i in range(examples):
-        kind = i % 3
-        if kind == 0:
-            rows.append({"context": f"def function_{i}(", "choices": ["x):", "q):"], "label": 0})
-        elif kind == 1:
-            rows.append({"context": f"    value_{i % 5} = x", "choices": [" *", " /"], "label": 0})
-        else:
-            rows.append({"context": "    return", "choices": [" value_1", " zebra_1"], "label": 0})
-    (root / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "mc.yaml").write_text(
-        "task: bench_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {root / 'mc.jsonl'}\ntest_split: test\noutput_type: multiple_choice\n"
-        'doc_to_text: "{{context}}"\ndoc_to_choice: "{{choices}}"\n'
-        'doc_to_target: "{{label}}"\ntarget_delimiter: ""\n'
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-    )
-    return root / "mc.yaml"
+from tests.conftest import write_mc_task  # the synthetic corpus's task
 
 
 def timed(fn) -> float:
@@ -66,7 +47,7 @@ def main() -> None:
              "device": "cpu", "quiet": True}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        task = write_task(root, args.examples)
+        task = write_mc_task(root, max(1, args.examples // 3))
         plain = timed(lambda: study(args.run, out=root / "plain", **knobs))
         both = timed(lambda: study(args.run, out=root / "tasks", tasks=str(task), **knobs))
         n = len(revisions)
@@ -86,7 +67,7 @@ def main() -> None:
         rows = [json.loads(x) for x in (root / "mc.jsonl").read_text().splitlines()]
         pairs = [lm._pair(r["context"], c) for r in rows for c in r["choices"]]
         direct = timed(lambda: lm._score(pairs))
-        print(f"{args.examples} examples ({len(pairs)} requests), batch {args.batch_size}: "
+        print(f"{len(rows)} examples ({len(pairs)} requests), batch {args.batch_size}: "
               f"harness + StrataLM {ours:.2f} s, harness + its HF model on the folder "
               f"{hf:.2f} s, StrataLM scoring alone {direct:.2f} s")  # fmt: skip
 

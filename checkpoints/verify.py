@@ -101,7 +101,26 @@ def _read_meta(folder: Path, step: int, report: Report) -> RevisionMeta | None:
         report.add("step-mismatch", path, f"{detail}, in folder {folder.name}")
     if meta.eval_dtype not in (None, "fp32", "bf16"):
         report.add("bad-metadata", path, f"eval_dtype {meta.eval_dtype!r}: expected fp32 or bf16")
+    if (problem := tasks_problem(meta.extra.get("tasks"))) is not None:
+        report.add("bad-metadata", path, problem)
     return meta
+
+
+def tasks_problem(tasks: Any) -> str | None:
+    """Why a revision's `tasks` record (train.eval_tasks) is malformed, or None."""
+    if tasks is None:
+        return None
+    columns = tasks.get("columns") if isinstance(tasks, dict) else None
+    if not isinstance(columns, dict) or not isinstance(tasks.get("harness"), str):
+        return "tasks: expected {columns, harness, configs, limit}"
+    for key, value in columns.items():
+        if (
+            not key.startswith("task/")
+            or isinstance(value, bool)
+            or not (value is None or isinstance(value, int | float))
+        ):
+            return f"tasks: column {key!r:.80} = {value!r:.40}: expected task/... = a number"
+    return None
 
 
 def _check_files(folder: Path, listed: dict, bar: Any, report: Report) -> str | None:

@@ -157,6 +157,12 @@ class TrainConfig(Typed):
     """Validation windows per evaluation: evenly spaced over the val split, the same every
     time and for any micro-batch size or number of processes (the study's default too).
     Older configs' `eval_batches = N` reads as N x micro_batch_size windows."""
+    eval_tasks: str = ""
+    """lm-evaluation-harness tasks (names, or a YAML file or folder of them, as `strata
+    study --tasks`) evaluated at every publication step into metrics.jsonl, wandb and
+    the revision's `strata.json` (`tasks`); empty: off. Needs the '.[eval]' extra."""
+    eval_tasks_limit: int | None = setting(None, gt=0)
+    """With `eval_tasks`: at most this many examples of each task (None: all)."""
     device: str = "auto"
     """`auto` (cuda if available, else cpu), `cpu`, `cuda`, or `cuda:N`."""
     dtype: str = setting("auto", choices=DTYPES)

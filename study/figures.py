@@ -176,7 +176,8 @@ def tasks(rows: list[dict], chance: dict[str, float | None]) -> list[Figure]:
     names = list(dict.fromkeys(k.split("/")[1] for r in rows for k in r if k.startswith("task/")))
     panels = []
     for task in names[:MAX_SOURCES]:
-        metrics = [k for k in rows[0] if k.startswith(f"task/{task}/") and "_stderr" not in k]
+        own = (k for r in rows for k in r if k.startswith(f"task/{task}/"))
+        metrics = [k for k in dict.fromkeys(own) if not k.endswith("_stderr")]
         if metrics:
             line = _line(rows, metrics[0], metrics[0].split("/")[-1], f"task:{task}")
             panels.append(Panel([line], metrics[0].split("/")[-1], task, ylim=(0.0, 1.0),

@@ -156,7 +156,7 @@ def _write_outputs(
     write_csv(out / "sources.csv", SOURCE_COLUMNS, by_source)
     pictures = figs.curves(rows) + figs.per_source(rows, by_source)
     pictures += figs.moe(rows, [rev.meta for rev in target.revisions])
-    pictures += figs.tasks(rows, tasks[0][-1]["chance"]) if tasks else []
+    pictures += figs.tasks(rows, tasks[0][-1]["chance"] if tasks else {})  # or recorded ones
     for fig in pictures:
         (out / fig.name).write_bytes(fig.png)
     facts = _facts(target, plan, settings, len(evaluated))

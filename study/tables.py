@@ -13,6 +13,8 @@ Design choices:
   stays readable; `eval_tokens` / `eval_bytes` are the predicted tokens and their bytes
   from that source in the validation windows (not training tokens).
 - Floats are written with 10 significant digits.
+- `task/<task>/<metric>` columns: a study with `--tasks` computes them; without it, the
+  ones the trainer recorded in `strata.json` (`train.eval_tasks`) are copied.
 """
 
 from __future__ import annotations
@@ -37,7 +39,21 @@ SOURCE_COLUMNS = [
 def metric_row(rev: Revision, record: dict[str, Any]) -> dict[str, Any]:
     head = {"revision": rev.name, "step": rev.step, "tokens": rev.tokens}
     last_batch_loss = {"last_batch_loss": rev.meta.last_batch_loss if rev.meta else None}
-    return head | record["row"] | last_batch_loss | moe_columns(rev.meta)
+    return head | record["row"] | last_batch_loss | moe_columns(rev.meta) | recorded_tasks(rev)
+
+
+def recorded_tasks(rev: Revision) -> dict[str, float | None]:
+    """The `task/...` columns the trainer recorded (`train.eval_tasks`), if any; a study
+    with `--tasks` replaces those it computes itself."""
+    tasks = rev.meta.extra.get("tasks") if rev.meta is not None else None
+    columns = tasks.get("columns") if isinstance(tasks, dict) else None
+    if not isinstance(columns, dict):
+        return {}
+
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+    return {k: v for k, v in columns.items() if str(k).startswith("task/") and number(v)}
 
 
 def source_rows(rev: Revision, record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -18,10 +18,10 @@ import json
 import sys
 from typing import Any
 
+from strata.checkpoints.harness import Tasks, harness_version, run_tasks
 from strata.study.cache import Cache
 from strata.study.data import Plan
 from strata.study.discover import Target
-from strata.study.harness import Tasks, harness_version, run_tasks
 from strata.study.settings import STUDY_VERSION, StudySettings
 from strata.tokenizer import Tokenizer
 from tqdm import tqdm

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny tokenizer and prepared dataset made from synthetic text."""
 
 import json
+from pathlib import Path
 
 import pytest
 from strata.run.config import load_config
@@ -14,6 +15,27 @@ def synthetic_docs(n: int, offset: int = 0) -> list[dict]:
         text = f"def function_{i}(x):\n{body}    return value_{i % 5 + 1}\n"
         docs.append({"text": text, "source": f"mod_{i % 10}.py"})
     return docs
+
+
+def write_mc_task(root: Path, repeat: int = 8) -> Path:
+    """A local lm-evaluation-harness task (YAML, data in a JSON file: no network) of
+    3 x `repeat` two-choice examples the tiny corpus makes learnable (`def function_N(x):`,
+    `value_N = x * ...`, `return value_...` against continuations it never has): chance
+    0.5. benchmarks/tasks.py uses it too."""
+    rows = []
+    for i in range(repeat):
+        rows.append({"context": f"def function_{i}(", "choices": ["x):", "q):"], "label": 0})
+        rows.append({"context": f"    value_{i % 5} = x", "choices": [" *", " /"], "label": 0})
+        rows.append({"context": "    return", "choices": [" value_1", " zebra_1"], "label": 0})
+    (root / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "mc.yaml").write_text(
+        "task: strata_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {root / 'mc.jsonl'}\ntest_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "{{context}}"\ndoc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{label}}"\ntarget_delimiter: ""\n'
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    return root / "mc.yaml"
 
 
 @pytest.fixture(scope="session")

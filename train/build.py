@@ -30,6 +30,7 @@ from strata.run.layout import TRAINER_STATE, is_revision
 from strata.tokenizer import Tokenizer, TokenShards
 from strata.train import dist
 from strata.train.data import TrainBatches, validation_batches
+from strata.train.eval_tasks import check_tasks
 from strata.train.materialize import materialize
 from strata.train.parallelize import parallelize
 from strata.train.sources import open_sources, validation_splits
@@ -54,6 +55,7 @@ def preflight(cfg: Config) -> None:
     vocabulary. Reads the datasets' indexes only."""
     sources = open_sources(cfg, verify=False)  # every source, one tokenizer, repetition
     resolve_model_config(cfg, sources.train[0].vocab_size)
+    check_tasks(cfg)  # train.eval_tasks: the extra is installed, the tasks exist
 
 
 def build_model(config: ModelConfig, train: TrainConfig, device: torch.device) -> GPT:

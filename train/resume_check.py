@@ -35,7 +35,8 @@ RESUMABLE = {
     "data": {"verify", "dataset"},  # the dataset: compared by content (below)
     "model": {"loss_chunk_size", "preset"},  # how the loss is computed, not what it is
     "train": {
-        "max_steps", "eval_every", "eval_windows", "device", "dtype", "threads",
+        "max_steps", "eval_every", "eval_windows", "eval_tasks", "eval_tasks_limit", "device",
+        "dtype", "threads",
         "micro_batch_size", "dp_replicate", "dp_shard", "param_dtype", "reduce_dtype",
         "reshard_after_forward", "activation_checkpointing", "compile", "deterministic",
         "comm_timeout_s", "max_bad_steps", "spike_factor", "spike_window",

@@ -49,6 +49,7 @@ from strata.train.build import (
 )
 from strata.train.data_edits import set_run_order
 from strata.train.data_ledger import RunLedger
+from strata.train.eval_tasks import LoopTasks, check_tasks
 from strata.train.evaluate import eval_dtype, validation_loss
 from strata.train.faults import (
     RunStopped,
@@ -109,6 +110,8 @@ class Trainer(WriteFaults):
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.tokens_per_step, self.preempted = t.global_batch_size * t.seq_len, False
         self.guard = StepGuard(t, self.device)
+        tasks = check_tasks(cfg)  # train.eval_tasks, at publication steps
+        self.loop_tasks = LoopTasks(cfg, tasks) if tasks is not None else None
         # published_loss: (step, train loss) of the last revision published or resumed
         self.publish_at = set(publish_steps(t.max_steps, p.every, p.extra_steps, p.log_spaced))
         if self.fork:  # the fork point, compared with the parent's revision
@@ -238,6 +241,10 @@ class Trainer(WriteFaults):
             info["ledger"] = self.ledger.position(step)
         if self.source_records:  # a mixture: its sources, their validation losses
             info |= {"sources": self.source_records, "source_val_loss": self.source_losses}
+        if self.loop_tasks is not None:  # train.eval_tasks: the harness, every process
+            vocab = self.train_shards.vocab_size
+            info["tasks"] = self.loop_tasks.run(self.model, self._forward, self.tokenizer, vocab)
+            self._log_line(step, self.logger, {"step": step, **info["tasks"]["columns"]})
         if self.cfg.model.moe is not None:
             info["moe_routing"] = validation_routing(self._forward, self.val_batches, self.device)
         self.publisher.publish(step, self.model, self.cfg.model, self.tokenizer, info)

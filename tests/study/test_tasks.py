@@ -12,7 +12,7 @@ from strata.study import study
 from strata.study.tables import read_csv
 from strata.train.trainer import Trainer
 
-from tests.conftest import tiny_overrides
+from tests.conftest import tiny_overrides, write_mc_task
 
 pytest.importorskip("lm_eval")
 KNOBS = {"eval_windows": 4, "mem_samples": 4, "device": "cpu", "quiet": True}
@@ -26,32 +26,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    """Continuations the corpus always takes (`def function_N(x):`, `value_N = x * ...`,
-    `return value_...`) against ones it never does: learnable, chance 0.5."""
-    root = tmp_path_factory.mktemp("task")
-    rows = []
-    for i in range(8):
-        rows.append({"context": f"def function_{i}(", "choices": ["x):", "q):"], "label": 0})
-        rows.append({"context": f"    value_{i % 5} = x", "choices": [" *", " /"], "label": 0})
-        rows.append({"context": "    return", "choices": [" value_1", " zebra_1"], "label": 0})
-    (root / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "mc.yaml").write_text(f"""task: strata_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {root / "mc.jsonl"}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-target_delimiter: ""
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-""")
-    return root / "mc.yaml"
+    return write_mc_task(tmp_path_factory.mktemp("task"))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +98,7 @@ def test_without_the_extra_tasks_are_one_line(run, task, tmp_path, monkeypatch, 
 
 
 def test_tasks_are_named_or_read_from_yaml_files_and_folders(task, tmp_path):
-    from strata.study.harness import task_spec
+    from strata.checkpoints.harness import task_spec
 
     assert task_spec("hellaswag, arc_easy") == (["hellaswag", "arc_easy"], None)
     assert task_spec(str(task)) == (["strata_mc"], str(task.parent))

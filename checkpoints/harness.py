@@ -1,4 +1,5 @@
-"""Downstream tasks through lm-evaluation-harness (`strata study RUN --tasks ...`).
+"""Downstream tasks through lm-evaluation-harness (`strata study RUN --tasks ...` and
+`train.eval_tasks`).
 
 Design choices:
 - The harness runs the tasks itself (`lm_eval.simple_evaluate`: its prompts, few-shot
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,16 @@ except ImportError:  # pragma: no cover - exercised by the missing-extra test
     _Base = object
 
 MISSING = "strata study --tasks needs lm-evaluation-harness: pip install -e '.[eval]'"
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """How tasks are run (the study's `StudySettings` has the same fields)."""
+
+    batch_size: int = 16
+    num_fewshot: int = 0
+    fewshot_seed: int = 1234
+    task_limit: int | None = None
 
 
 def require_harness():
@@ -85,9 +97,13 @@ def _task_name(path: Path) -> str:
 class StrataLM(_Base):
     """An lm-evaluation-harness model over a Strata `GPT` (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, vocab: int, batch: int):
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, vocab: int, batch: int,
+                 forward: Any = None) -> None:  # fmt: skip
+        """`forward(inputs) -> logits` (default: the model; the trainer passes its own,
+        under autocast)."""
         super().__init__()
         self.model, self.tok, self.vocab, self.batch = model, tokenizer, vocab, batch
+        self.forward = forward or model
         self.max_len = model.config.max_seq_len
         self.where = next(model.parameters()).device
 
@@ -109,7 +125,7 @@ class StrataLM(_Base):
             x = torch.zeros(len(chunk), width, dtype=torch.long)  # right-padded (causal)
             for i, s in enumerate(chunk):
                 x[i, : len(s) - 1] = torch.tensor(s[:-1])
-            logp = F.log_softmax(self.model(x.to(self.where))[..., : self.vocab].float(), -1)
+            logp = F.log_softmax(self.forward(x.to(self.where))[..., : self.vocab].float(), -1)
             for i, (s, (_, cont)) in enumerate(zip(chunk, pairs[start:], strict=False)):
                 n = len(cont)
                 rows = logp[i, len(s) - 1 - n : len(s) - 1]  # (n, V): predictions of `cont`
@@ -187,12 +203,12 @@ def _hash(config: Any) -> str:
 
 
 def run_tasks(model: torch.nn.Module, tokenizer: Tokenizer, vocab: int, tasks: Tasks,
-              settings: Any) -> dict[str, Any]:  # fmt: skip
+              settings: TaskRun, forward: Any = None) -> dict[str, Any]:  # fmt: skip
     """Every task on `model`: {"columns": {task/<task>/<metric>: value, ..._stderr},
     "examples": {task: [{doc_id, correct, loglikelihood}]}, "chance": {task: level}}."""
     lm_eval = require_harness()
     results = lm_eval.simple_evaluate(
-        model=StrataLM(model, tokenizer, vocab, settings.batch_size), tasks=tasks.names,
+        model=StrataLM(model, tokenizer, vocab, settings.batch_size, forward), tasks=tasks.names,
         num_fewshot=settings.num_fewshot, limit=settings.task_limit, log_samples=True,
         task_manager=tasks.manager, random_seed=settings.fewshot_seed,
         numpy_random_seed=settings.fewshot_seed, torch_random_seed=settings.fewshot_seed,
