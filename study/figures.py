@@ -122,13 +122,27 @@ def curves(rows: list[dict[str, Any]]) -> list[Figure]:
     loss_panels += [Panel(bpb, "bits per byte", "Validation bits per byte")] if bpb else []
     mem_keys = ("mem_seen", "mem_unseen") if _present(rows, "n_seen") else ("mem_all",)
     mem = [_line(rows, k, MEM_LABELS[k]) for k in mem_keys]
+
+    def like(k: str, prefix: str) -> Line:  # mem_seen's colour and wording, another column
+        column = k.replace("mem_", prefix)
+        return _line(rows, column, MEM_LABELS[k].replace(k, column), k)
+
+    acc = [like(k, "mem_acc_") for k in mem_keys]
+    gap = [like(k, "sample_loss_") for k in mem_keys]
+    gap += [_line(rows, "val_loss", "val_loss (validation windows)")] if loss else []
     norms = [_line(rows, k, k[5:], k[5:]) for k in _kinds(rows, "norm/") if k != "norm/total"]
     deltas = [_line(rows, k, k[6:], k[6:]) for k in _kinds(rows, "dnorm/")]
     return [
         chart_figure("loss.png", "loss", "Validation loss (nats/token) and bits per byte", rows,
                *loss_panels),
-        chart_figure("memorisation.png", "memorisation", "Memorised fraction of training sequences",
-               rows, Panel(mem, "sequences memorised (%)", ylim=(0.0, 1.0), percent=True)),
+        chart_figure("memorisation.png", "memorisation",
+                     "Memorisation of sampled training sequences", rows,
+                     Panel(mem, "sequences memorised (%)", "Exact continuation", ylim=(0.0, 1.0),
+                           percent=True),
+                     Panel(acc, "continuation tokens right (%)", "Per-token accuracy",
+                           ylim=(0.0, 1.0), percent=True)),
+        chart_figure("seen_unseen.png", "seen_unseen", "Loss on sampled training sequences",
+                     rows, Panel(gap, "loss (nats per token)", "Seen against not yet seen")),
         chart_figure("norms.png", "norms", "L2 norm of each parameter kind", rows,
                Panel(norms, "L2 (Frobenius) norm")),
         chart_figure("dnorm.png", "dnorm", "Relative change since the previous revision", rows,

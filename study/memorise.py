@@ -10,6 +10,10 @@ Definitions:
   held its window is < N (that revision trained on batches 0..N-1), else *unseen*.
   `mem_seen` / `mem_unseen` are the memorised fractions of each group (None when the
   group is empty), `mem_all` the fraction over every sequence.
+- `sample_loss_seen` / `sample_loss_unseen` / `sample_loss_all`: the mean over the
+  group's sequences of each sequence's mean cross-entropy (nats) over its tokens after
+  the first (the whole prefix + length span, teacher-forced): a continuous measure with
+  the same split, whose gap is the generalisation gap over training.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from strata.model.generate import generate
-from strata.study.evaluate import autocast
+from strata.study.evaluate import autocast, token_losses
 
 
 @torch.no_grad()
@@ -34,7 +38,7 @@ def greedy(model: torch.nn.Module, prefixes: np.ndarray, length: int, batch_size
     return np.concatenate(out)
 
 
-def _fraction(values: np.ndarray, mask: np.ndarray) -> float | None:
+def _mean_over(values: np.ndarray, mask: np.ndarray) -> float | None:
     return float(values[mask].mean()) if mask.any() else None
 
 
@@ -46,16 +50,16 @@ def score(
     exact = match.all(axis=1) if match.size else np.zeros(len(expected), dtype=bool)
     accuracy = match.mean(axis=1) if match.size else np.zeros(len(expected))
     every = np.ones(len(exact), dtype=bool)
-    row: dict = {"mem_all": _fraction(exact, every), "mem_acc_all": _fraction(accuracy, every)}
+    row: dict = {"mem_all": _mean_over(exact, every), "mem_acc_all": _mean_over(accuracy, every)}
     if first_step is not None:
         seen = first_step < step
         row |= {
-            "mem_seen": _fraction(exact, seen),
-            "mem_unseen": _fraction(exact, ~seen),
+            "mem_seen": _mean_over(exact, seen),
+            "mem_unseen": _mean_over(exact, ~seen),
             "n_seen": int(seen.sum()),
             "n_unseen": int((~seen).sum()),
-            "mem_acc_seen": _fraction(accuracy, seen),
-            "mem_acc_unseen": _fraction(accuracy, ~seen),
+            "mem_acc_seen": _mean_over(accuracy, seen),
+            "mem_acc_unseen": _mean_over(accuracy, ~seen),
         }
     detail = {"memorised": exact.tolist(), "accuracy": accuracy.round(6).tolist()}
     return row, detail
@@ -68,3 +72,17 @@ def memorisation(
     length = sample.tokens.shape[1] - prefix
     generated = greedy(model, sample.tokens[:, :prefix], length, batch_size, vocab)
     return score(generated, sample.tokens[:, prefix:], sample.first_step, step)
+
+
+def sample_losses(model, sample, batch_size: int, step: int, vocab: int) -> tuple[dict, list]:
+    """(the sample_loss columns, each sequence's mean loss) at revision `step`."""
+    tokens = sample.tokens  # (S, span)
+    if not len(tokens):
+        return {"sample_loss_all": None}, []
+    per_sequence = token_losses(model, tokens[:, :-1], tokens[:, 1:], batch_size, vocab).mean(1)
+    row = {"sample_loss_all": float(per_sequence.mean())}
+    if sample.first_step is not None:
+        seen = sample.first_step < step
+        row |= {"sample_loss_seen": _mean_over(per_sequence, seen),
+                "sample_loss_unseen": _mean_over(per_sequence, ~seen)}  # fmt: skip
+    return row, per_sequence.round(6).tolist()

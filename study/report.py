@@ -21,8 +21,9 @@ from typing import Any
 from strata.study.figures import Figure
 from strata.study.tables import cell
 
-TABLE = ["revision", "step", "tokens", "val_loss", "val_bpb", "mem_seen", "mem_unseen",
-         "n_seen", "n_unseen", "mem_all", "norm/total", "dnorm/total"]  # fmt: skip
+TABLE = ["revision", "step", "tokens", "val_loss", "val_bpb", "sample_loss_seen",
+         "sample_loss_unseen", "mem_seen", "mem_unseen", "mem_acc_seen",
+         "mem_acc_unseen"]  # fmt: skip
 SUMMARY = {
     "model": ("preset", "family", "d_model", "n_layers", "n_heads", "vocab_size"),
     "train": ("seq_len", "global_batch_size", "max_steps", "seed"),
@@ -35,10 +36,15 @@ EXPLAIN = {
     "loss on the batch that made the revision: step N-1's weights on batch N-1, before "
     "the update to step N (so it lags the revision's own weights by one step).",
     "memorisation": "A training sequence is memorised when, prompted with its first tokens, "
-    "greedy decoding reproduces the next tokens exactly (Pythia's definition). Seen "
+    "greedy decoding reproduces the next tokens exactly (Pythia's definition); the right "
+    "panel is the fraction of those continuation tokens it gets right, a softer measure. Seen "
     "sequences were in a batch the revision had trained on (from the data-order contract), "
     "unseen ones were trained on later, so they measure what is predictable without "
     "memorisation.",
+    "seen_unseen": "Mean loss (teacher-forced) on the same sampled training sequences as the "
+    "memorisation test, split into those the revision had trained on and those it had not "
+    "seen yet: the gap between the two lines is what training on a sequence bought beyond "
+    "what the model predicts of unseen text; val_loss for reference.",
     "norms": "Frobenius (L2) norm of each kind of parameter, all layers together: the token "
     "embedding, attention, MLP, the blocks' norms, the final norm and the output matrix.",
     "dnorm": "How far the weights moved since the previous revision, relative to their size: "
@@ -95,6 +101,12 @@ def story(rows: list[dict[str, Any]]) -> str:
             f" At the last revision, {_pct(last.get('mem_seen'))} of the {last['n_seen']} "
             f"sampled sequences it had trained on were memorised, against "
             f"{_pct(last.get('mem_unseen'))} of the {last['n_unseen']} it had not seen yet."
+        )
+    if last.get("sample_loss_seen") is not None and last.get("sample_loss_unseen") is not None:
+        text += (
+            f" Its teacher-forced loss on the sampled sequences it had trained on is "
+            f"{fmt(last['sample_loss_seen'])} nats per token, against "
+            f"{fmt(last['sample_loss_unseen'])} on those not yet seen."
         )
     moved = [(r["dnorm/total"], i) for i, r in enumerate(rows) if r.get("dnorm/total")]
     if moved:

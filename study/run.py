@@ -34,7 +34,7 @@ from strata.study.cache import Cache, write_failed
 from strata.study.data import Plan, check_compatible, make_plan
 from strata.study.discover import Revision, Target, discover
 from strata.study.evaluate import evaluate
-from strata.study.memorise import memorisation
+from strata.study.memorise import memorisation, sample_losses
 from strata.study.norms import norm_columns, parameters
 from strata.study.report import write_report
 from strata.study.settings import StudySettings
@@ -63,6 +63,8 @@ def evaluate_revision(
     mem_row, detail = memorisation(
         model, plan.mem, settings.mem_prefix, settings.batch_size, rev.step, vocab
     )
+    loss_row, losses = sample_losses(model, plan.mem, settings.batch_size, rev.step, vocab)
+    mem_row, detail = mem_row | loss_row, detail | {"loss": losses}
     first = plan.mem.first_step
     return {
         "revision": rev.name,

@@ -24,7 +24,7 @@ from strata.model.typed import Typed, device_name, setting
 
 TASK_FIELDS = ("tasks", "num_fewshot", "fewshot_seed", "task_limit")
 DEFAULT_EVAL_WINDOWS = 64  # a run that records no train.eval_windows
-STUDY_VERSION = 2  # 2: every revision scored over the dataset's vocabulary
+STUDY_VERSION = 3  # 2: every revision scored over the dataset's vocabulary; 3: sample_loss
 
 
 @dataclass(frozen=True)

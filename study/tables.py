@@ -28,7 +28,8 @@ from strata.study.routing import moe_columns
 
 FIRST = [
     "revision", "step", "tokens", "val_loss", "val_bpb", "mem_seen", "mem_unseen", "n_seen",
-    "n_unseen", "mem_all", "mem_acc_seen", "mem_acc_unseen", "mem_acc_all", "last_batch_loss",
+    "n_unseen", "mem_all", "mem_acc_seen", "mem_acc_unseen", "mem_acc_all", "sample_loss_seen",
+    "sample_loss_unseen", "sample_loss_all", "last_batch_loss",
     "val_tokens", "val_bytes",
 ]  # fmt: skip
 SOURCE_COLUMNS = [

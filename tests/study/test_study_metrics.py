@@ -218,3 +218,19 @@ def test_planted_memorisation_matches_the_hand_count(tiny_dataset, tmp_path):
             assert float(row["mem_seen"]) == pytest.approx(np.mean([hits[w] for w in seen]))
         assert float(row["mem_unseen"]) == pytest.approx(np.mean([hits[w] for w in unseen]))
     assert int(rows[0]["n_seen"]) == 0 and int(rows[-1]["n_seen"]) > 0
+    with torch.no_grad():  # sample_loss: each window's mean cross-entropy, by hand
+        loss = {}
+        for w in windows:
+            span = torch.as_tensor(stream[w * SEQ : w * SEQ + 64], dtype=torch.long)
+            logits = model(span[None, :-1])[0, :, :V]
+            loss[w] = torch.nn.functional.cross_entropy(logits, span[1:]).item()
+    for row in rows:
+        step = int(row["step"])
+        seen = [loss[w] for w in windows if first[w] < step]
+        unseen = [loss[w] for w in windows if first[w] >= step]
+        assert float(row["sample_loss_all"]) == pytest.approx(np.mean(list(loss.values())))
+        if seen:
+            assert float(row["sample_loss_seen"]) == pytest.approx(np.mean(seen), rel=1e-5)
+        else:
+            assert row["sample_loss_seen"] == ""
+        assert float(row["sample_loss_unseen"]) == pytest.approx(np.mean(unseen), rel=1e-5)

@@ -62,8 +62,9 @@ def drawn(figure: figs.Figure):
 
 
 def test_every_figure_is_a_valid_png(all_figures):
-    assert set(all_figures) == {"loss.png", "memorisation.png", "norms.png", "dnorm.png",
-                                "sources.png", "moe_balance.png", "moe_layers.0.png"}  # fmt: skip
+    assert set(all_figures) == {"loss.png", "memorisation.png", "seen_unseen.png", "norms.png",
+                                "dnorm.png", "sources.png", "moe_balance.png",
+                                "moe_layers.0.png"}  # fmt: skip
     width, height = (round(v * style.DPI) for v in style.SIZE)
     for name, figure in all_figures.items():
         data = figure.png
