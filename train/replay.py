@@ -13,6 +13,10 @@ Design choices:
   (default 1e-5, max absolute difference), because kernels may round differently
   between runs and a multi-process run reduces gradients in another order. The
   result states which rule applied and the largest difference found.
+- A fork (`RUN/fork.json`) replays as a fork: its record and data ledger go with it
+  into the temporary folder (its mixture order and data edits), and it never starts
+  before its fork step: with no checkpoint of its own there, from its parent's
+  training state of that step.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from strata.checkpoints.fork_check import FORK_FILE
 from strata.checkpoints.load import load
 from strata.run import RevisionMeta, RunPaths
 from strata.run.config import Config
 from strata.run.config import from_dict as config_from_dict
 from strata.run.dataset import resolve_dataset
-from strata.run.layout import LATEST, resume_name, revision_step
+from strata.run.jsonfile import read_object
+from strata.run.layout import LATEST, TRAINER_STATE, resume_name, revision_step
+from strata.run.ledger import LEDGER_DIR
 
 DEFAULT_ATOL = 1e-5
 
@@ -83,6 +90,19 @@ def _start(run: RunPaths, step: int) -> int:
     return max(steps, default=0)
 
 
+def _fork_start(run: RunPaths, revision: str, fork: dict, start: int) -> tuple[int, Path | None]:
+    """(start step, the parent's state to start from or None): a fork never replays from
+    before its fork step."""
+    n = fork.get("step", 0) if fork else 0
+    if start >= n:
+        return start, None
+    state = Path(fork["parent_run"]) / "resume" / resume_name(n)
+    if not (state / TRAINER_STATE).is_file():
+        raise ValueError(f"--replay {revision}: {run.root} forks step {n} of its parent; "
+                         f"the training state {state} is gone")  # fmt: skip
+    return n, state
+
+
 def _compare(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], atol: float | None):
     """(max |difference|, names beyond the rule); atol None: bitwise."""
     worst, differing = 0.0, []
@@ -103,7 +123,8 @@ def replay(run_dir: str | Path, revision: str, atol: float = DEFAULT_ATOL) -> Re
     if step is None or not (run.revision(step) / "model.safetensors").is_file():
         raise ValueError(f"--replay {revision}: expected a published revision stepN of {run.root}")
     cfg = _config(run, step)
-    start = _start(run, step)
+    fork = read_object(run.root / FORK_FILE) if (run.root / FORK_FILE).is_file() else {}
+    start, state = _fork_start(run, revision, fork, _start(run, step))
 
     def found(path: str) -> str:  # resolved before the run folder moves to `tmp`
         return str(resolve_dataset(path, run.root, cfg.run.out_dir).resolve())
@@ -119,8 +140,12 @@ def replay(run_dir: str | Path, revision: str, atol: float = DEFAULT_ATOL) -> Re
         )
         if start:
             resume = Path(tmp) / cfg.run.name / "resume"
-            shutil.copytree(run.resume_step(start), resume / resume_name(start))
+            shutil.copytree(state or run.resume_step(start), resume / resume_name(start))
             (resume / LATEST).write_text(resume_name(start) + "\n")
+        if fork:  # its order and edits; its ledger holds the parent's steps before it
+            shutil.copy2(run.root / FORK_FILE, Path(tmp) / cfg.run.name / FORK_FILE)
+            if (run.root / LEDGER_DIR).is_dir():
+                shutil.copytree(run.root / LEDGER_DIR, Path(tmp) / cfg.run.name / LEDGER_DIR)
         trainer = Trainer(cfg)
         if trainer.step != start:
             raise ValueError(f"--replay: resumed at step {trainer.step}, expected {start}")

@@ -240,6 +240,14 @@ def test_a_fork_with_other_weights_follows_them_from_the_fork_step(tiny_dataset,
     parent_counts = Ledger.read(first.run_dir / "data_ledger").counts_per_source(4).sum(0)
     assert order == {"weights": [1, 3], "start_sample": 16, "offsets": parent_counts.tolist()}
     assert verify(cfg.run_dir) == []
+    from strata.train.replay import replay
+
+    for revision in ("step8", "step12"):  # trained again as a fork: its order, bitwise
+        done = replay(cfg.run_dir, revision)
+        assert done.ok and done.bitwise and done.start in (4, 8, 10), done.summary()
+    shutil.rmtree(cfg.run_dir / "resume/step-00000004")  # from the parent's state of step 4
+    done = replay(cfg.run_dir, "step8")
+    assert done.ok and done.start == 4, done.summary()
 
 
 def test_another_tokenizer_is_refused(parent, tiny_dataset, tmp_path, capsys):
