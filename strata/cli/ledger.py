@@ -2,8 +2,9 @@
 
     strata batch RUN --step N [--rank R --world W] [--format text|json]
     strata batch RUN --find TEXT | --doc ID [--source NAME] [--format text|json]
-    (a mixture's run: answered from its data ledger, RUN/data_ledger/, with each
-    source's data for decoded text and --find; strata/cli/ledger_batch.py)
+    (a mixture's, a fork's or a run with data edits: answered from its data ledger,
+    RUN/data_ledger/, with each source's data for decoded text and --find;
+    strata/cli/ledger_batch.py)
     strata batch RUN --source NAME | --summary [--format text|json]
     strata verify RUN_OR_DIR [--format text|json] [--recompute [--tolerance REL]]
                   [--replay stepN [--atol X]]
@@ -138,10 +139,11 @@ def _from_ledger(args: argparse.Namespace) -> bool:
         return True
     if not lb.has_ledger(args.run):
         return False
-    mixture = _is_mixture(args.run)
-    if not mixture and (args.find is not None or args.world is not None):
+    ledger_only = _order_beyond_plain(args.run)
+    if not ledger_only and (args.find is not None or args.world is not None):
         return False  # the data answers (and says so when it is missing)
-    if not mixture and args.source is None and args.dataset is None and _data_present(args.run):
+    plain_data = args.source is None and args.dataset is None and _data_present(args.run)
+    if not ledger_only and plain_data:
         return False  # the data gives the decoded text and its documents' sources too
     if args.find is not None:
         lb.cmd_find(args)
@@ -150,12 +152,19 @@ def _from_ledger(args: argparse.Namespace) -> bool:
     return True
 
 
-def _is_mixture(run_dir: str) -> bool:
+def _order_beyond_plain(run_dir: str) -> bool:
+    """Whether the run's order is more than the one-dataset rule the data path knows: a
+    mixture, data edits (excluded documents, injected texts) or a fork (its own order):
+    then the ledger holds the rows."""
     from strata.run import locate
 
     run = locate(run_dir).run
     cfg = run.read_config() if run is not None else None
-    return cfg is not None and len(cfg.data.sources) > 1
+    if cfg is None:
+        return False
+    d = cfg.data
+    edits = bool(d.exclude_docs or d.exclude_docs_file or d.inject)
+    return len(d.sources) > 1 or edits or (run.root / "fork.json").is_file()
 
 
 def _data_present(run_dir: str) -> bool:

@@ -174,7 +174,7 @@ def test_a_revision_without_state_cannot_be_forked(tiny_dataset, tmp_path, capsy
     assert "keeps no training state" in err and "publish.training_state = true" in err
 
 
-def test_an_exclusion_fork_never_shows_the_documents_again(parent, tiny_dataset):
+def test_an_exclusion_fork_never_shows_the_documents_again(parent, tiny_dataset, capsys):
     mother = Ledger.read(parent.run_dir / "data_ledger")
     later = [int(d) for step in range(4, 12) for d in mother.rows(step)["document"]]
     docs = sorted(set(later))[:2]  # documents the parent trained on after step 4
@@ -195,6 +195,17 @@ def test_an_exclusion_fork_never_shows_the_documents_again(parent, tiny_dataset)
     assert changed > 0
     assert json.loads((cfg.run_dir / "fork.json").read_text())["changed"] == {
         "data.exclude_docs": [[], docs]}  # fmt: skip
+    from strata.cli import main
+
+    edited = [
+        s for s in range(4, 12) if (ledger.rows(s)["window"] != mother.rows(s)["window"]).any()
+    ]
+    step = edited[0]
+    assert main(["batch", str(cfg.run_dir), "--step", str(step), "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)  # with the data present: the fork's rows
+    assert [r["window"] for r in shown["rows"]] == ledger.rows(step)["window"].tolist()
+    logged = {r["step"]: r["batch_sha256"] for r in read_metrics(cfg.run_dir)}
+    assert shown["batch_sha256"] == logged[step + 1]
     assert verify(cfg.run_dir) == []
 
 
